@@ -1,0 +1,99 @@
+//! Which API endpoint a request is for, from its method and path.
+
+/// Endpoints the proxy listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`
+    Chat,
+    /// `POST /v1/completions`
+    Completions,
+    /// `POST /v1/embeddings`
+    Embeddings,
+    /// `GET /v1/models`
+    Models,
+    /// `GET /v1/models/{id}`
+    Model,
+    /// `GET /health`
+    Health,
+}
+
+impl Endpoint {
+    /// The path below the API root that this endpoint has upstream (after `/v1`).
+    pub fn upstream_suffix(self) -> &'static str {
+        match self {
+            Self::Chat => "/chat/completions",
+            Self::Completions => "/completions",
+            Self::Embeddings => "/embeddings",
+            Self::Models | Self::Model => "/models",
+            Self::Health => "/health",
+        }
+    }
+
+    /// A bounded label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Completions => "completions",
+            Self::Embeddings => "embeddings",
+            Self::Models | Self::Model => "models",
+            Self::Health => "health",
+        }
+    }
+
+    /// Whether requests to this endpoint carry a JSON body with a `model`.
+    pub fn is_inference(self) -> bool {
+        matches!(self, Self::Chat | Self::Completions | Self::Embeddings)
+    }
+}
+
+/// Why a method/path pair is not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrouted {
+    /// Known path, wrong method; the allowed method.
+    Method(&'static str),
+    /// Unknown path.
+    Path,
+}
+
+/// Classifies a request. `path` is the path without the query string; a trailing slash
+/// is ignored.
+pub fn classify(method: &[u8], path: &str) -> Result<Endpoint, Unrouted> {
+    let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+    let (ep, allowed): (Endpoint, &'static str) = match path {
+        "/v1/chat/completions" | "/chat/completions" => (Endpoint::Chat, "POST"),
+        "/v1/completions" | "/completions" => (Endpoint::Completions, "POST"),
+        "/v1/embeddings" | "/embeddings" => (Endpoint::Embeddings, "POST"),
+        "/v1/models" | "/models" => (Endpoint::Models, "GET"),
+        "/health" => (Endpoint::Health, "GET"),
+        p if p.starts_with("/v1/models/") && p.len() > "/v1/models/".len() => {
+            (Endpoint::Model, "GET")
+        }
+        _ => return Err(Unrouted::Path),
+    };
+    let ok = method == allowed.as_bytes() || (allowed == "GET" && method == b"HEAD");
+    if ok {
+        Ok(ep)
+    } else {
+        Err(Unrouted::Method(allowed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies() {
+        assert_eq!(classify(b"POST", "/v1/chat/completions"), Ok(Endpoint::Chat));
+        assert_eq!(classify(b"POST", "/v1/chat/completions/"), Ok(Endpoint::Chat));
+        assert_eq!(classify(b"GET", "/v1/models"), Ok(Endpoint::Models));
+        assert_eq!(classify(b"GET", "/v1/models/a/b"), Ok(Endpoint::Model));
+        assert_eq!(
+            classify(b"GET", "/v1/chat/completions"),
+            Err(Unrouted::Method("POST"))
+        );
+        assert_eq!(classify(b"POST", "/v1/models"), Err(Unrouted::Method("GET")));
+        assert_eq!(classify(b"POST", "/v2/x"), Err(Unrouted::Path));
+        assert_eq!(classify(b"GET", "/"), Err(Unrouted::Path));
+    }
+}

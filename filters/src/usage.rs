@@ -1,0 +1,333 @@
+//! Token usage from responses, found without parsing (or buffering) the whole response.
+//!
+//! [`UsageScanner`] is fed every response chunk as it passes through. It looks for a
+//! `"usage":{…}` member anywhere (a JSON response, or any SSE event of a stream) and keeps
+//! the last complete one. Only the usage object itself is ever copied.
+//!
+//! [`UsageChunkStripper`] removes the usage-only SSE event (`"choices":[]` with a usage
+//! object) from a stream, for clients that did not ask for it when the gateway asked the
+//! upstream for it on their behalf.
+
+use arrayvec::ArrayVec;
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+
+/// Token counts reported by an upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Tokens generated.
+    #[serde(default)]
+    pub completion_tokens: u64,
+    /// Their sum, as reported.
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+const KEY: &[u8] = b"\"usage\"";
+/// Largest usage object kept; anything bigger is not a usage object we understand.
+const MAX_CAPTURE: usize = 2048;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Looking for the key.
+    Search,
+    /// After the key, before the value (whitespace and the colon).
+    BeforeValue { colon: bool },
+    /// Inside the object.
+    Capture,
+}
+
+/// Incremental finder of the last `"usage":{…}` object in a byte stream.
+#[derive(Debug)]
+pub struct UsageScanner {
+    state: State,
+    /// The last bytes of the previous chunk, to find a key split across chunks.
+    tail: ArrayVec<u8, 8>,
+    capture: Vec<u8>,
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    last: Option<Usage>,
+}
+
+impl Default for UsageScanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UsageScanner {
+    /// A scanner that has seen nothing.
+    pub fn new() -> Self {
+        Self {
+            state: State::Search,
+            tail: ArrayVec::new(),
+            capture: Vec::new(),
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            last: None,
+        }
+    }
+
+    /// The last complete usage seen so far.
+    pub fn usage(&self) -> Option<Usage> {
+        self.last
+    }
+
+    /// Feeds the next chunk of the response.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut i = 0;
+        while i < chunk.len() {
+            match self.state {
+                State::Search => {
+                    let prev = std::mem::take(&mut self.tail);
+                    // A key split across earlier chunks and this one.
+                    if !prev.is_empty() {
+                        let mut joined: ArrayVec<u8, 16> = ArrayVec::new();
+                        joined.extend(prev.iter().copied());
+                        let take = (chunk.len() - i).min(KEY.len() - 1);
+                        joined.extend(chunk[i..i + take].iter().copied());
+                        if let Some(p) = memchr::memmem::find(&joined, KEY) {
+                            i += p + KEY.len() - prev.len();
+                            self.state = State::BeforeValue { colon: false };
+                            continue;
+                        }
+                    }
+                    match memchr::memmem::find(&chunk[i..], KEY) {
+                        Some(p) => {
+                            i += p + KEY.len();
+                            self.state = State::BeforeValue { colon: false };
+                        }
+                        None => {
+                            // Keep the last KEY.len()-1 bytes seen, across chunks.
+                            let rest = &chunk[i..];
+                            let keep = KEY.len() - 1;
+                            let mut t: ArrayVec<u8, 16> = ArrayVec::new();
+                            t.extend(prev.iter().copied());
+                            t.extend(rest[rest.len().saturating_sub(keep)..].iter().copied());
+                            let from = t.len().saturating_sub(keep);
+                            self.tail.extend(t[from..].iter().copied());
+                            return;
+                        }
+                    }
+                }
+                State::BeforeValue { colon } => {
+                    let b = chunk[i];
+                    i += 1;
+                    match b {
+                        b' ' | b'\t' | b'\r' | b'\n' => {}
+                        b':' if !colon => self.state = State::BeforeValue { colon: true },
+                        b'{' if colon => {
+                            self.capture.clear();
+                            self.capture.push(b'{');
+                            self.depth = 1;
+                            self.in_string = false;
+                            self.escaped = false;
+                            self.state = State::Capture;
+                        }
+                        _ => self.state = State::Search, // null, or not a member key
+                    }
+                }
+                State::Capture => {
+                    let start = i;
+                    let mut done = false;
+                    while i < chunk.len() {
+                        let b = chunk[i];
+                        i += 1;
+                        if self.in_string {
+                            if self.escaped {
+                                self.escaped = false;
+                            } else if b == b'\\' {
+                                self.escaped = true;
+                            } else if b == b'"' {
+                                self.in_string = false;
+                            }
+                            continue;
+                        }
+                        match b {
+                            b'"' => self.in_string = true,
+                            b'{' => self.depth += 1,
+                            b'}' => {
+                                self.depth -= 1;
+                                if self.depth == 0 {
+                                    done = true;
+                                    break;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    if self.capture.len() + (i - start) > MAX_CAPTURE {
+                        self.capture.clear();
+                        self.state = State::Search;
+                        continue;
+                    }
+                    self.capture.extend_from_slice(&chunk[start..i]);
+                    if done {
+                        if let Ok(u) = serde_json::from_slice::<Usage>(&self.capture) {
+                            self.last = Some(u);
+                        }
+                        self.capture.clear();
+                        self.state = State::Search;
+                    }
+                }
+            }
+        }
+        if self.state == State::Search {
+            self.tail.clear();
+        }
+    }
+}
+
+/// Removes the usage-only event from an SSE stream, passing every other byte through.
+///
+/// Chunks that hold whole events are passed through without copying when nothing in them
+/// is removed; a partial event is held back until its end arrives.
+#[derive(Debug, Default)]
+pub struct UsageChunkStripper {
+    pending: BytesMut,
+}
+
+impl UsageChunkStripper {
+    /// A stripper with nothing pending.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Filters the next chunk; `end` flushes anything pending. Returns what to send.
+    pub fn filter(&mut self, chunk: Bytes, end: bool) -> Bytes {
+        if self.pending.is_empty() && ends_with_event_boundary(&chunk) && !has_usage_only(&chunk)
+        {
+            return chunk;
+        }
+        self.pending.extend_from_slice(&chunk);
+        let mut out = BytesMut::with_capacity(self.pending.len());
+        let mut consumed = 0;
+        while let Some((event_end, next)) = find_event_end(&self.pending[consumed..]) {
+            let event = &self.pending[consumed..consumed + event_end];
+            if !is_usage_only_event(event) {
+                out.extend_from_slice(&self.pending[consumed..consumed + next]);
+            }
+            consumed += next;
+        }
+        let _ = self.pending.split_to(consumed);
+        if end && !self.pending.is_empty() {
+            let rest = self.pending.split();
+            if !is_usage_only_event(&rest) {
+                out.extend_from_slice(&rest);
+            }
+        }
+        out.freeze()
+    }
+}
+
+fn ends_with_event_boundary(b: &[u8]) -> bool {
+    b.ends_with(b"\n\n") || b.ends_with(b"\r\n\r\n")
+}
+
+fn has_usage_only(b: &[u8]) -> bool {
+    memchr::memmem::find(b, b"\"choices\":[]").is_some()
+}
+
+/// (end of the event's content, start of the next event).
+fn find_event_end(b: &[u8]) -> Option<(usize, usize)> {
+    let lf = memchr::memmem::find(b, b"\n\n").map(|p| (p, p + 2));
+    let crlf = memchr::memmem::find(b, b"\r\n\r\n").map(|p| (p, p + 4));
+    match (lf, crlf) {
+        (Some(a), Some(c)) => Some(if a.0 <= c.0 { a } else { c }),
+        (a, c) => a.or(c),
+    }
+}
+
+fn is_usage_only_event(event: &[u8]) -> bool {
+    has_usage_only(event) && memchr::memmem::find(event, b"\"usage\":{").is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const U: &str = r#""usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":0}}"#;
+
+    fn scan_split(doc: &str, at: usize) -> Option<Usage> {
+        let mut s = UsageScanner::new();
+        s.feed(&doc.as_bytes()[..at]);
+        s.feed(&doc.as_bytes()[at..]);
+        s.usage()
+    }
+
+    #[test]
+    fn finds_usage_at_every_split_point() {
+        let doc = format!(r#"{{"id":"x","choices":[{{"text":"say \"usage\": no"}}],{U}}}"#);
+        let want = Some(Usage {
+            prompt_tokens: 5,
+            completion_tokens: 7,
+            total_tokens: 12,
+        });
+        for at in 0..=doc.len() {
+            assert_eq!(scan_split(&doc, at), want, "split at {at}");
+        }
+    }
+
+    #[test]
+    fn byte_by_byte() {
+        let doc = format!("data: {{\"usage\":null}}\n\ndata: {{\"choices\":[],{U}}}\n\n");
+        let mut s = UsageScanner::new();
+        for b in doc.as_bytes() {
+            s.feed(std::slice::from_ref(b));
+        }
+        assert_eq!(s.usage().map(|u| u.completion_tokens), Some(7));
+    }
+
+    #[test]
+    fn null_and_missing_usage() {
+        let mut s = UsageScanner::new();
+        s.feed(br#"{"usage":null,"x":1}"#);
+        assert_eq!(s.usage(), None);
+        s.feed(br#"{"a":"usage"}"#);
+        assert_eq!(s.usage(), None);
+    }
+
+    #[test]
+    fn keeps_last_usage() {
+        let mut s = UsageScanner::new();
+        s.feed(br#"data: {"usage":{"completion_tokens":1}}"#);
+        s.feed(br#"data: {"usage":{"completion_tokens":9}}"#);
+        assert_eq!(s.usage().map(|u| u.completion_tokens), Some(9));
+    }
+
+    #[test]
+    fn oversized_object_is_dropped() {
+        let big = format!(r#"{{"usage":{{"x":"{}"}}}}"#, "a".repeat(5000));
+        let mut s = UsageScanner::new();
+        s.feed(big.as_bytes());
+        assert_eq!(s.usage(), None);
+    }
+
+    #[test]
+    fn strips_only_the_usage_event() {
+        let a = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+        let u = format!("data: {{\"choices\":[],{U}}}\n\n");
+        let d = "data: [DONE]\n\n";
+        let mut st = UsageChunkStripper::new();
+        let c1 = Bytes::from(a);
+        let out1 = st.filter(c1.clone(), false);
+        assert_eq!(out1.as_ptr(), c1.as_ptr(), "whole events pass without copying");
+        assert_eq!(st.filter(Bytes::from(u.clone()), false), Bytes::new());
+        assert_eq!(st.filter(Bytes::from(d), true), Bytes::from(d));
+
+        // the same stream cut at arbitrary points
+        let all = format!("{a}{u}{d}");
+        for cut in 1..all.len() {
+            let mut st = UsageChunkStripper::new();
+            let mut got = Vec::new();
+            got.extend_from_slice(&st.filter(Bytes::copy_from_slice(&all.as_bytes()[..cut]), false));
+            got.extend_from_slice(&st.filter(Bytes::copy_from_slice(&all.as_bytes()[cut..]), true));
+            assert_eq!(String::from_utf8(got).unwrap(), format!("{a}{d}"), "cut {cut}");
+        }
+    }
+}

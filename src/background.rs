@@ -1,0 +1,157 @@
+//! Background work, run as Pingora background services so that shutdown waits for it:
+//! local model discovery (at start, periodically, and at once when the local backend
+//! changes) and re-resolution of upstream host names.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use serde_json::Value;
+
+use crate::config::{LocalKind, LocalSettings};
+use crate::state::Hub;
+
+/// Discovers the local backend's models and keeps upstream addresses fresh.
+pub struct Discovery {
+    hub: Arc<Hub>,
+}
+
+impl Discovery {
+    /// A discovery task for `hub`.
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self { hub }
+    }
+}
+
+/// Asks the backend for its models: `GET /api/tags` (Ollama) or `GET /v1/models`.
+pub async fn discover(client: &reqwest::Client, l: &LocalSettings) -> Result<Vec<String>, String> {
+    let root = format!(
+        "{}://{}{}",
+        if l.url.tls { "https" } else { "http" },
+        l.url.authority(),
+        l.url.path
+    );
+    let url = if l.kind == LocalKind::Ollama {
+        format!("{root}/api/tags")
+    } else {
+        format!("{root}/v1/models")
+    };
+    let mut req = client.get(&url);
+    if let Some(a) = &l.auth {
+        req = req.header(http::header::AUTHORIZATION, a.expose());
+    }
+    for (k, v) in &l.extra_headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = req.send().await.map_err(|e| format!("{url}: {}", without_url(&e)))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url}: status {}", resp.status()));
+    }
+    let v: Value = resp.json().await.map_err(|e| format!("{url}: {}", without_url(&e)))?;
+    let (list, key) = if l.kind == LocalKind::Ollama {
+        (v.get("models"), "name")
+    } else {
+        (v.get("data"), "id")
+    };
+    let list = list
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("{url}: not a model list"))?;
+    Ok(list
+        .iter()
+        .filter_map(|m| m.get(key).and_then(Value::as_str).map(str::to_string))
+        .collect())
+}
+
+/// Describes a client error without its URL (which could carry credentials).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "connection failed".to_string()
+    } else if e.is_decode() {
+        "invalid JSON".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    if let Some(src) = std::error::Error::source(e) {
+        s.push_str(": ");
+        s.push_str(&src.to_string());
+    }
+    s
+}
+
+impl Discovery {
+    async fn discover_once(&self, client: &reqwest::Client, last_error: &mut Option<String>) {
+        let local = match self.hub.local_settings() {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                log::warn!("local backend settings invalid: {e}");
+                return;
+            }
+        };
+        match discover(client, &local).await {
+            Ok(models) => {
+                if last_error.take().is_some() {
+                    log::info!("local backend reachable again");
+                }
+                match self.hub.set_discovered(models.clone()) {
+                    Ok(true) => log::info!(
+                        "local backend {} at {} serves: {}",
+                        local.kind.as_str(),
+                        local.url.authority(),
+                        models.join(", ")
+                    ),
+                    Ok(false) => {}
+                    Err(e) => log::error!("snapshot rebuild after discovery failed: {e}"),
+                }
+            }
+            Err(e) => {
+                self.hub.metrics.discovery_failures.inc();
+                if last_error.as_deref() != Some(e.as_str()) {
+                    log::warn!("model discovery failed (keeping the last known models): {e}");
+                }
+                *last_error = Some(e);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Discovery {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let client = match reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("cannot build the discovery HTTP client: {e}");
+                return;
+            }
+        };
+        let mut last_error = None;
+        let mut dns_tick = tokio::time::interval(Duration::from_secs(60));
+        dns_tick.tick().await;
+        loop {
+            self.discover_once(&client, &mut last_error).await;
+            let period = self
+                .hub
+                .local_settings()
+                .ok()
+                .flatten()
+                .map_or(Duration::from_secs(30), |l| l.discovery_interval);
+            // Retry quickly while the backend has not answered yet.
+            let wait = if last_error.is_some() { period.min(Duration::from_secs(2)) } else { period };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.hub.discovery_kick.notified() => {}
+                _ = dns_tick.tick() => self.hub.resolve_all().await,
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

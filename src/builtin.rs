@@ -1,0 +1,126 @@
+//! The built-in `mock` provider: answers chat, completion and embedding requests inside
+//! the gateway, streaming too, so the embedded default configuration works with no
+//! backend at all.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use pingora_error::Result;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+use switchyard_filters::endpoint::Endpoint;
+use switchyard_filters::usage::Usage;
+
+use crate::mockgen::{self, StreamBuilder, StreamKind};
+use crate::state::MockSpec;
+
+/// What the built-in provider is asked.
+pub struct MockRequest<'a> {
+    /// Chat, completions or embeddings.
+    pub endpoint: Endpoint,
+    /// The request body.
+    pub body: &'a [u8],
+    /// The model name to report.
+    pub model: &'a str,
+    /// Streamed answer.
+    pub stream: bool,
+    /// The client asked for the usage chunk.
+    pub include_usage: bool,
+    /// The request id (used as the completion id).
+    pub request_id: &'a str,
+}
+
+/// Writes the whole answer to `session`. Returns the usage reported.
+pub async fn answer(session: &mut Session, spec: &MockSpec, req: MockRequest<'_>) -> Result<Usage> {
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let prompt = mockgen::estimate_prompt_tokens(req.body.len());
+    let id = format!("chatcmpl-{}", req.request_id);
+
+    if req.endpoint == Endpoint::Embeddings {
+        let n = mockgen::embedding_inputs(req.body);
+        let seed = req.body.iter().fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(*b)));
+        let doc = mockgen::embeddings(req.model, n, 16, seed, prompt);
+        write_whole(session, req.request_id, "application/json", Bytes::from(doc)).await?;
+        return Ok(Usage {
+            prompt_tokens: prompt,
+            completion_tokens: 0,
+            total_tokens: prompt,
+        });
+    }
+
+    let text = if spec.reply == "echo" {
+        let said = mockgen::last_user_text(req.body).unwrap_or_default();
+        let said: String = said.chars().take(500).collect();
+        if said.is_empty() {
+            "Hello from Switchyard's built-in mock model.".to_string()
+        } else {
+            format!("Hello from Switchyard's built-in mock model. You said: {said}")
+        }
+    } else {
+        spec.reply.clone()
+    };
+    let tokens = mockgen::split_tokens(&text);
+    let completion = tokens.len() as u64;
+    let usage = Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+    };
+    let kind = if req.endpoint == Endpoint::Chat {
+        StreamKind::Chat
+    } else {
+        StreamKind::Text
+    };
+
+    if !req.stream {
+        let doc = match kind {
+            StreamKind::Chat => mockgen::chat_completion(&id, req.model, created, &text, prompt, completion),
+            StreamKind::Text => mockgen::text_completion(&id, req.model, created, &text, prompt, completion),
+        };
+        write_whole(session, req.request_id, "application/json", Bytes::from(doc)).await?;
+        return Ok(usage);
+    }
+
+    let mut resp = ResponseHeader::build(200, Some(4))?;
+    resp.insert_header("content-type", "text/event-stream")?;
+    resp.insert_header("cache-control", "no-cache")?;
+    resp.insert_header("x-request-id", req.request_id)?;
+    session.write_response_header(Box::new(resp), false).await?;
+    let b = StreamBuilder {
+        id: &id,
+        model: req.model,
+        created,
+        kind,
+        include_usage: req.include_usage,
+    };
+    if let Some(r) = b.role_chunk() {
+        session.write_response_body(Some(Bytes::from(r)), false).await?;
+    }
+    for t in &tokens {
+        if !spec.itl.is_zero() {
+            tokio::time::sleep(spec.itl).await;
+        }
+        session
+            .write_response_body(Some(Bytes::from(b.token_chunk(t))), false)
+            .await?;
+    }
+    let mut tail = b.finish_chunk();
+    if req.include_usage {
+        tail.extend_from_slice(&b.usage_chunk(prompt, completion));
+    }
+    tail.extend_from_slice(mockgen::SSE_DONE);
+    session.write_response_body(Some(Bytes::from(tail)), true).await?;
+    Ok(usage)
+}
+
+async fn write_whole(session: &mut Session, request_id: &str, ctype: &str, body: Bytes) -> Result<()> {
+    let mut resp = ResponseHeader::build(200, Some(4))?;
+    resp.insert_header("content-type", ctype)?;
+    resp.insert_header("content-length", body.len())?;
+    resp.insert_header("x-request-id", request_id)?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}

@@ -1,0 +1,974 @@
+//! Configuration: the file types (what users write, `deny_unknown_fields`, explicit
+//! defaults) and the validated runtime [`Settings`] made from them. Only
+//! [`Settings::from_toml`] makes runtime settings, and every error it returns names the
+//! field path and the bad value.
+//!
+//! The embedded default (`conf/switchyard.toml`) is compiled in: `switchyard` with no
+//! arguments runs it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchyard_filters::glob::Pattern;
+use switchyard_filters::route::Strategy;
+
+/// The embedded default configuration.
+pub const DEFAULT_CONFIG: &str = include_str!("../conf/switchyard.toml");
+
+/// A secret value (API key, auth header). Its `Debug` and `Display` print `*****`, so it
+/// cannot leak through logs or error messages by accident.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret string.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself. Call only where it is sent to its destination.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// File types
+// ---------------------------------------------------------------------------------------
+
+/// The configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Listeners, threads, limits and timeouts.
+    #[serde(default)]
+    pub server: ServerFile,
+    /// The local inference backend.
+    #[serde(default)]
+    pub local: LocalFile,
+    /// Cloud and other providers.
+    #[serde(default)]
+    pub providers: Vec<ProviderFile>,
+    /// Strategy, aliases, provider auto-detection.
+    #[serde(default)]
+    pub routing: RoutingFile,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogFile,
+}
+
+/// `[server]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerFile {
+    /// Proxy listener (`host:port`; port 0 picks a free port, printed at start).
+    pub listen: String,
+    /// Admin listener: health, metrics, stats.
+    pub admin_listen: String,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// Let idle worker threads steal tasks from busy ones.
+    pub work_stealing: bool,
+    /// Largest request body accepted, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// PEM certificate for TLS on the proxy listener.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the proxy listener.
+    pub tls_key: Option<PathBuf>,
+    /// PEM bundle of CAs trusted for upstream TLS instead of the system store.
+    pub ca_file: Option<PathBuf>,
+    /// Upstream TCP (and TLS) connect timeout, ms.
+    pub connect_timeout_ms: u64,
+    /// Longest wait for any read from an upstream (time to first token included), s.
+    pub upstream_read_timeout_secs: u64,
+    /// Longest wait for the client to send the next part of its request, s.
+    pub client_read_timeout_secs: u64,
+    /// Idle upstream connections kept for reuse.
+    pub upstream_keepalive_pool: usize,
+    /// How long an idle pooled upstream connection is kept, s.
+    pub upstream_idle_timeout_secs: u64,
+    /// On SIGTERM, how long in-flight requests may take to finish, s.
+    pub shutdown_grace_secs: u64,
+    /// Pingora's upgrade socket for zero-downtime restarts (`switchyard --upgrade`).
+    pub upgrade_sock: String,
+    /// Write-buffer size of client connections, bytes.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:9901".into(),
+            threads: 1,
+            work_stealing: false,
+            max_body_bytes: 32 * 1024 * 1024,
+            tls_cert: None,
+            tls_key: None,
+            ca_file: None,
+            connect_timeout_ms: 2000,
+            upstream_read_timeout_secs: 600,
+            client_read_timeout_secs: 60,
+            upstream_keepalive_pool: 1024,
+            upstream_idle_timeout_secs: 60,
+            shutdown_grace_secs: 30,
+            upgrade_sock: "/tmp/switchyard_upgrade.sock".into(),
+            write_buffer_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Kinds of local inference backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LocalKind {
+    /// vLLM's OpenAI server.
+    Vllm,
+    /// SGLang's OpenAI server.
+    Sglang,
+    /// Ollama (OpenAI API under `/v1`, models from `/api/tags`).
+    Ollama,
+    /// Any OpenAI-compatible server (llama.cpp, LM Studio, a remote vLLM).
+    Custom,
+    /// No local backend.
+    #[default]
+    None,
+}
+
+impl LocalKind {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Vllm => "vllm",
+            Self::Sglang => "sglang",
+            Self::Ollama => "ollama",
+            Self::Custom => "custom",
+            Self::None => "none",
+        }
+    }
+
+    /// Parses the configuration spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "vllm" => Self::Vllm,
+            "sglang" => Self::Sglang,
+            "ollama" => Self::Ollama,
+            "custom" => Self::Custom,
+            "none" | "" => Self::None,
+            _ => return None,
+        })
+    }
+
+    /// The URL the backend listens on when none is configured.
+    pub fn default_url(self) -> Option<&'static str> {
+        match self {
+            Self::Vllm | Self::Sglang => Some("http://127.0.0.1:8000"),
+            Self::Ollama => Some("http://127.0.0.1:11434"),
+            Self::Custom | Self::None => None,
+        }
+    }
+}
+
+/// `[local]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalFile {
+    /// Backend kind.
+    pub kind: LocalKind,
+    /// Server root URL (without `/v1`); empty = the kind's default.
+    pub url: Option<String>,
+    /// Value sent as `Authorization` (e.g. `Bearer sk-…` for `vllm --api-key`).
+    pub auth_header: Option<Secret>,
+    /// Environment variable holding the `Authorization` value.
+    pub auth_header_env: Option<String>,
+    /// Headers added to every request to the backend.
+    pub extra_headers: BTreeMap<String, String>,
+    /// Models served in addition to the discovered ones (names or globs).
+    pub models: Vec<String>,
+    /// Seconds between model discoveries.
+    pub discovery_interval_secs: u64,
+}
+
+impl Default for LocalFile {
+    fn default() -> Self {
+        Self {
+            kind: LocalKind::None,
+            url: None,
+            auth_header: None,
+            auth_header_env: None,
+            extra_headers: BTreeMap::new(),
+            models: Vec::new(),
+            discovery_interval_secs: 30,
+        }
+    }
+}
+
+/// Provider kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// api.openai.com
+    Openai,
+    /// Any OpenAI-compatible API (base_url required).
+    OpenaiCompatible,
+    /// Groq's OpenAI endpoint.
+    Groq,
+    /// Cerebras' OpenAI endpoint.
+    Cerebras,
+    /// OpenRouter.
+    Openrouter,
+    /// GitHub Models.
+    Github,
+    /// Gemini's OpenAI endpoint.
+    Gemini,
+    /// Anthropic's OpenAI-compatible endpoint.
+    Anthropic,
+    /// Answered inside the gateway: canned/echo text, streaming too.
+    Mock,
+}
+
+impl ProviderKind {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Openai => "openai",
+            Self::OpenaiCompatible => "openai-compatible",
+            Self::Groq => "groq",
+            Self::Cerebras => "cerebras",
+            Self::Openrouter => "openrouter",
+            Self::Github => "github",
+            Self::Gemini => "gemini",
+            Self::Anthropic => "anthropic",
+            Self::Mock => "mock",
+        }
+    }
+}
+
+/// `[[providers]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderFile {
+    /// Unique name; `name/model` addresses this provider explicitly.
+    pub name: String,
+    /// What kind of API this is.
+    pub kind: ProviderKind,
+    /// API root including `/v1` (default: the kind's standard URL).
+    pub base_url: Option<String>,
+    /// Environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// The API key itself (prefer `api_key_env`).
+    pub api_key: Option<Secret>,
+    /// Models served: names or globs (`gpt-4o*`). Default: the kind's usual models.
+    pub models: Option<Vec<String>>,
+    /// Headers added to every request to this provider.
+    #[serde(default)]
+    pub extra_headers: BTreeMap<String, String>,
+    /// Mock only: reply text; `"echo"` repeats the last user message.
+    pub mock_reply: Option<String>,
+    /// Mock only: delay between streamed tokens, ms.
+    pub mock_itl_ms: Option<u64>,
+}
+
+/// `[routing]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingFile {
+    /// `local-first` | `cloud-first` | `local-only` | `cloud-only`
+    pub strategy: StrategyFile,
+    /// Alias -> real model (may be `provider/model`).
+    pub aliases: BTreeMap<String, String>,
+    /// Register cloud providers whose credential variable is set.
+    pub auto_detect: bool,
+    /// Ask streaming upstreams for a usage chunk (hidden from clients that did not ask).
+    pub inject_stream_usage: bool,
+}
+
+impl Default for RoutingFile {
+    fn default() -> Self {
+        Self {
+            strategy: StrategyFile::LocalFirst,
+            aliases: BTreeMap::new(),
+            auto_detect: true,
+            inject_stream_usage: true,
+        }
+    }
+}
+
+/// Strategy spelling in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrategyFile {
+    /// Local first.
+    #[default]
+    LocalFirst,
+    /// Cloud first.
+    CloudFirst,
+    /// Local only.
+    LocalOnly,
+    /// Cloud only.
+    CloudOnly,
+}
+
+impl From<StrategyFile> for Strategy {
+    fn from(s: StrategyFile) -> Self {
+        match s {
+            StrategyFile::LocalFirst => Strategy::LocalFirst,
+            StrategyFile::CloudFirst => Strategy::CloudFirst,
+            StrategyFile::LocalOnly => Strategy::LocalOnly,
+            StrategyFile::CloudOnly => Strategy::CloudOnly,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogFile {
+    /// One JSON line per request on stdout.
+    pub access: bool,
+    /// Level of the operational log on stderr (`RUST_LOG` overrides).
+    pub level: String,
+}
+
+impl Default for LogFile {
+    fn default() -> Self {
+        Self {
+            access: true,
+            level: "info".into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Runtime types
+// ---------------------------------------------------------------------------------------
+
+/// A configuration error: the field path, the bad value, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the field (`providers[1].base_url`).
+    pub path: String,
+    /// The offending value as written (never a secret).
+    pub value: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "`{}`: {}", self.path, self.reason)
+        } else {
+            write!(f, "`{}` = {:?}: {}", self.path, self.value, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn cerr(path: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        path: path.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A parsed `http(s)://host[:port][/path]` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    /// `https`?
+    pub tls: bool,
+    /// Host name or address (no brackets for IPv6).
+    pub host: String,
+    /// Port (scheme default when absent).
+    pub port: u16,
+    /// Path without a trailing slash (`""` for the root).
+    pub path: String,
+}
+
+impl BaseUrl {
+    /// Parses `s`; `path` names the field for errors.
+    pub fn parse(s: &str, path: &str) -> Result<Self, ConfigError> {
+        let uri: http::Uri = s
+            .parse()
+            .map_err(|e| cerr(path, s, format!("not a URL: {e}")))?;
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(cerr(path, s, "the URL must start with http:// or https://")),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| cerr(path, s, "the URL has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let p = uri.path().trim_end_matches('/').to_string();
+        if uri.query().is_some() {
+            return Err(cerr(path, s, "the URL must not have a query string"));
+        }
+        Ok(Self {
+            tls,
+            host,
+            port,
+            path: p,
+        })
+    }
+
+    /// `host:port` for the Host header (port omitted when it is the scheme's default).
+    pub fn authority(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// Resolves the host (blocking; call at start-up or off the hot path).
+    pub fn resolve(&self) -> std::io::Result<SocketAddr> {
+        (self.host.as_str(), self.port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))
+    }
+}
+
+/// Validated `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Proxy listener address (port 0 allowed).
+    pub listen: SocketAddr,
+    /// Admin listener address (port 0 allowed).
+    pub admin_listen: SocketAddr,
+    /// Proxy worker threads (>= 1).
+    pub threads: usize,
+    /// Work stealing between proxy threads.
+    pub work_stealing: bool,
+    /// Body limit, bytes.
+    pub max_body_bytes: usize,
+    /// TLS certificate and key for the proxy listener.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// CA bundle for upstream TLS.
+    pub ca_file: Option<PathBuf>,
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+    /// Upstream read timeout.
+    pub upstream_read_timeout: Duration,
+    /// Client read timeout.
+    pub client_read_timeout: Duration,
+    /// Upstream keep-alive pool size.
+    pub upstream_keepalive_pool: usize,
+    /// Pooled connection idle timeout.
+    pub upstream_idle_timeout: Duration,
+    /// SIGTERM grace period.
+    pub shutdown_grace: Duration,
+    /// Upgrade socket path.
+    pub upgrade_sock: String,
+    /// Client connection write buffer, bytes.
+    pub write_buffer_bytes: usize,
+}
+
+/// Validated `[local]`; `None` when `kind = "none"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalSettings {
+    /// Backend kind.
+    pub kind: LocalKind,
+    /// Server root.
+    pub url: BaseUrl,
+    /// `Authorization` value for the backend.
+    pub auth: Option<Secret>,
+    /// Extra headers.
+    pub extra_headers: Vec<(String, String)>,
+    /// Static model patterns.
+    pub models: Vec<String>,
+    /// Discovery period.
+    pub discovery_interval: Duration,
+}
+
+/// A validated provider.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    /// Unique name.
+    pub name: String,
+    /// Kind.
+    pub kind: ProviderKind,
+    /// API root (`None` for the in-process mock).
+    pub base_url: Option<BaseUrl>,
+    /// API key, if any.
+    pub api_key: Option<Secret>,
+    /// Model patterns.
+    pub models: Vec<String>,
+    /// Extra headers.
+    pub extra_headers: Vec<(String, String)>,
+    /// Mock reply (`echo` or text).
+    pub mock_reply: String,
+    /// Mock inter-token delay.
+    pub mock_itl: Duration,
+    /// Registered from an environment variable rather than the file.
+    pub auto_detected: bool,
+}
+
+/// Validated routing settings.
+#[derive(Debug, Clone)]
+pub struct RoutingSettings {
+    /// Default strategy.
+    pub strategy: Strategy,
+    /// Aliases.
+    pub aliases: BTreeMap<String, String>,
+    /// Inject `stream_options.include_usage`.
+    pub inject_stream_usage: bool,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `[server]`
+    pub server: ServerSettings,
+    /// `[local]`
+    pub local: Option<LocalSettings>,
+    /// Providers (file order, then auto-detected).
+    pub providers: Vec<ProviderSettings>,
+    /// `[routing]`
+    pub routing: RoutingSettings,
+    /// `[log]`
+    pub log: LogFile,
+    /// Environment variables whose providers were auto-registered.
+    pub detected: Vec<&'static str>,
+}
+
+/// A cloud provider that can be registered from its credential variable.
+pub struct KnownProvider {
+    /// Provider name and kind.
+    pub kind: ProviderKind,
+    /// Credential variable.
+    pub env: &'static str,
+    /// Standard API root.
+    pub base_url: &'static str,
+    /// Variable that overrides the API root (for proxies and tests).
+    pub base_url_env: &'static str,
+    /// Models it serves by default.
+    pub models: &'static [&'static str],
+}
+
+/// Providers registered automatically when their credential variable is set.
+pub const KNOWN_PROVIDERS: &[KnownProvider] = &[
+    KnownProvider {
+        kind: ProviderKind::Openai,
+        env: "OPENAI_API_KEY",
+        base_url: "https://api.openai.com/v1",
+        base_url_env: "OPENAI_BASE_URL",
+        models: &[
+            "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o3-mini",
+            "text-embedding-3-small", "text-embedding-3-large", "gpt-4*", "gpt-5*",
+            "gpt-3.5*", "o1*", "o3*", "o4*", "chatgpt-*", "text-embedding-*",
+        ],
+    },
+    KnownProvider {
+        kind: ProviderKind::Anthropic,
+        env: "ANTHROPIC_API_KEY",
+        base_url: "https://api.anthropic.com/v1",
+        base_url_env: "ANTHROPIC_BASE_URL",
+        models: &["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", "claude-*"],
+    },
+    KnownProvider {
+        kind: ProviderKind::Gemini,
+        env: "GEMINI_API_KEY",
+        base_url: "https://generativelanguage.googleapis.com/v1beta/openai",
+        base_url_env: "GEMINI_BASE_URL",
+        models: &["gemini-2.5-flash", "gemini-2.5-pro", "gemini-*", "text-embedding-004"],
+    },
+    KnownProvider {
+        kind: ProviderKind::Groq,
+        env: "GROQ_API_KEY",
+        base_url: "https://api.groq.com/openai/v1",
+        base_url_env: "GROQ_BASE_URL",
+        models: &["llama-3.3-70b-versatile", "llama-3.1-8b-instant", "llama-*", "gemma*", "mixtral-*"],
+    },
+    KnownProvider {
+        kind: ProviderKind::Cerebras,
+        env: "CEREBRAS_API_KEY",
+        base_url: "https://api.cerebras.ai/v1",
+        base_url_env: "CEREBRAS_BASE_URL",
+        models: &["llama3.1-8b", "llama-3.3-70b", "qwen-3-32b", "gpt-oss-120b"],
+    },
+    KnownProvider {
+        kind: ProviderKind::Openrouter,
+        env: "OPENROUTER_API_KEY",
+        base_url: "https://openrouter.ai/api/v1",
+        base_url_env: "OPENROUTER_BASE_URL",
+        models: &[],
+    },
+    KnownProvider {
+        kind: ProviderKind::Github,
+        env: "GITHUB_TOKEN",
+        base_url: "https://models.github.ai/inference",
+        base_url_env: "GITHUB_MODELS_BASE_URL",
+        models: &[],
+    },
+];
+
+fn known(kind: ProviderKind) -> Option<&'static KnownProvider> {
+    KNOWN_PROVIDERS.iter().find(|k| k.kind == kind)
+}
+
+fn parse_addr(s: &str, path: &str) -> Result<SocketAddr, ConfigError> {
+    s.to_socket_addrs()
+        .map_err(|e| cerr(path, s, format!("not a host:port address: {e}")))?
+        .next()
+        .ok_or_else(|| cerr(path, s, "resolves to no address"))
+}
+
+fn check_headers(h: &BTreeMap<String, String>, path: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::with_capacity(h.len());
+    for (k, v) in h {
+        http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| cerr(format!("{path}.{k}"), k.as_str(), "not a valid header name"))?;
+        http::HeaderValue::from_str(v)
+            .map_err(|_| cerr(format!("{path}.{k}"), "", "not a valid header value"))?;
+        out.push((k.to_ascii_lowercase(), v.clone()));
+    }
+    Ok(out)
+}
+
+fn check_patterns(models: &[String], path: &str) -> Result<(), ConfigError> {
+    for (i, m) in models.iter().enumerate() {
+        if m.trim().is_empty() {
+            return Err(cerr(format!("{path}[{i}]"), m.as_str(), "empty model name"));
+        }
+        let _ = Pattern::new(m);
+    }
+    Ok(())
+}
+
+impl Settings {
+    /// Parses and validates a TOML document. `env` looks up environment variables (so
+    /// tests need not touch the process environment).
+    pub fn from_toml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let file: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let msg = inner.message().to_string();
+            let at = inner
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            cerr(if path == "." { String::new() } else { path }, "", format!("{msg}{at}"))
+        })?;
+        Self::from_file(file, env)
+    }
+
+    /// Validates a parsed file.
+    pub fn from_file(f: FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let s = &f.server;
+        if s.threads == 0 || s.threads > 256 {
+            return Err(cerr("server.threads", s.threads.to_string(), "must be between 1 and 256"));
+        }
+        if s.max_body_bytes == 0 {
+            return Err(cerr("server.max_body_bytes", "0", "must be positive"));
+        }
+        if s.connect_timeout_ms == 0 {
+            return Err(cerr("server.connect_timeout_ms", "0", "must be positive"));
+        }
+        if s.upstream_read_timeout_secs == 0 {
+            return Err(cerr("server.upstream_read_timeout_secs", "0", "must be positive"));
+        }
+        let tls = match (&s.tls_cert, &s.tls_key) {
+            (Some(c), Some(k)) => {
+                for (p, name) in [(c, "server.tls_cert"), (k, "server.tls_key")] {
+                    if !p.exists() {
+                        return Err(cerr(name, p.display().to_string(), "file does not exist"));
+                    }
+                }
+                Some((c.clone(), k.clone()))
+            }
+            (None, None) => None,
+            (Some(c), None) => {
+                return Err(cerr("server.tls_key", "", format!("required with tls_cert {}", c.display())))
+            }
+            (None, Some(_)) => return Err(cerr("server.tls_cert", "", "required with tls_key")),
+        };
+        if let Some(ca) = &s.ca_file {
+            if !ca.exists() {
+                return Err(cerr("server.ca_file", ca.display().to_string(), "file does not exist"));
+            }
+        }
+        let server = ServerSettings {
+            listen: parse_addr(&s.listen, "server.listen")?,
+            admin_listen: parse_addr(&s.admin_listen, "server.admin_listen")?,
+            threads: s.threads,
+            work_stealing: s.work_stealing,
+            max_body_bytes: s.max_body_bytes,
+            tls,
+            ca_file: s.ca_file.clone(),
+            connect_timeout: Duration::from_millis(s.connect_timeout_ms),
+            upstream_read_timeout: Duration::from_secs(s.upstream_read_timeout_secs),
+            client_read_timeout: Duration::from_secs(s.client_read_timeout_secs.max(1)),
+            upstream_keepalive_pool: s.upstream_keepalive_pool,
+            upstream_idle_timeout: Duration::from_secs(s.upstream_idle_timeout_secs),
+            shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
+            upgrade_sock: s.upgrade_sock.clone(),
+            write_buffer_bytes: s.write_buffer_bytes.clamp(1460, 1 << 20),
+        };
+        if server.listen == server.admin_listen && server.listen.port() != 0 {
+            return Err(cerr("server.admin_listen", s.admin_listen.as_str(), "must differ from server.listen"));
+        }
+
+        let local = Self::local(&f.local, env)?;
+
+        let mut providers: Vec<ProviderSettings> = Vec::new();
+        for (i, p) in f.providers.iter().enumerate() {
+            let path = format!("providers[{i}]");
+            if p.name.is_empty() || p.name.contains('/') || p.name.contains(char::is_whitespace) {
+                return Err(cerr(format!("{path}.name"), p.name.as_str(), "must be non-empty without '/' or spaces"));
+            }
+            if p.name == "local" {
+                return Err(cerr(format!("{path}.name"), "local", "`local` is the local backend's name"));
+            }
+            if providers.iter().any(|q| q.name == p.name) {
+                return Err(cerr(format!("{path}.name"), p.name.as_str(), "duplicate provider name"));
+            }
+            let std = known(p.kind);
+            let base_url = if p.kind == ProviderKind::Mock {
+                None
+            } else {
+                let raw = p.base_url.as_deref().or(std.map(|k| k.base_url)).ok_or_else(|| {
+                    cerr(format!("{path}.base_url"), "", "required for this kind")
+                })?;
+                Some(BaseUrl::parse(raw, &format!("{path}.base_url"))?)
+            };
+            let api_key = match (&p.api_key, &p.api_key_env) {
+                (Some(k), _) => Some(k.clone()),
+                (None, Some(var)) => Some(Secret::new(env(var).ok_or_else(|| {
+                    cerr(format!("{path}.api_key_env"), var.as_str(), "environment variable is not set")
+                })?)),
+                (None, None) => std.and_then(|k| env(k.env)).map(Secret::new),
+            };
+            let models = match &p.models {
+                Some(m) => m.clone(),
+                None => std.map(|k| k.models.iter().map(|s| s.to_string()).collect()).unwrap_or_default(),
+            };
+            check_patterns(&models, &format!("{path}.models"))?;
+            if models.is_empty() && p.kind == ProviderKind::Mock {
+                return Err(cerr(format!("{path}.models"), "", "a mock provider needs at least one model"));
+            }
+            providers.push(ProviderSettings {
+                name: p.name.clone(),
+                kind: p.kind,
+                base_url,
+                api_key,
+                models,
+                extra_headers: check_headers(&p.extra_headers, &format!("{path}.extra_headers"))?,
+                mock_reply: p.mock_reply.clone().unwrap_or_else(|| "echo".into()),
+                mock_itl: Duration::from_millis(p.mock_itl_ms.unwrap_or(15)),
+                auto_detected: false,
+            });
+        }
+
+        let mut detected = Vec::new();
+        if f.routing.auto_detect {
+            for k in KNOWN_PROVIDERS {
+                let name = k.kind.as_str();
+                if providers.iter().any(|p| p.kind == k.kind || p.name == name) {
+                    continue;
+                }
+                let Some(key) = env(k.env).filter(|v| !v.is_empty()) else { continue };
+                let raw = env(k.base_url_env).unwrap_or_else(|| k.base_url.to_string());
+                let base = BaseUrl::parse(&raw, k.base_url_env)?;
+                detected.push(k.env);
+                providers.push(ProviderSettings {
+                    name: name.to_string(),
+                    kind: k.kind,
+                    base_url: Some(base),
+                    api_key: Some(Secret::new(key)),
+                    models: k.models.iter().map(|s| s.to_string()).collect(),
+                    extra_headers: Vec::new(),
+                    mock_reply: String::new(),
+                    mock_itl: Duration::ZERO,
+                    auto_detected: true,
+                });
+            }
+        }
+
+        for (alias, target) in &f.routing.aliases {
+            if target.is_empty() {
+                return Err(cerr(format!("routing.aliases.{alias}"), "", "alias target is empty"));
+            }
+        }
+
+        Ok(Settings {
+            server,
+            local,
+            providers,
+            routing: RoutingSettings {
+                strategy: f.routing.strategy.into(),
+                aliases: f.routing.aliases.clone(),
+                inject_stream_usage: f.routing.inject_stream_usage,
+            },
+            log: f.log,
+            detected,
+        })
+    }
+
+    fn local(l: &LocalFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<LocalSettings>, ConfigError> {
+        if l.kind == LocalKind::None {
+            return Ok(None);
+        }
+        let raw = match l.url.as_deref().filter(|u| !u.is_empty()) {
+            Some(u) => u.to_string(),
+            None => l
+                .kind
+                .default_url()
+                .ok_or_else(|| cerr("local.url", "", "required for kind = \"custom\""))?
+                .to_string(),
+        };
+        let url = BaseUrl::parse(&raw, "local.url")?;
+        let auth = match (&l.auth_header, &l.auth_header_env) {
+            (Some(a), _) => Some(a.clone()),
+            (None, Some(var)) => Some(Secret::new(env(var).ok_or_else(|| {
+                cerr("local.auth_header_env", var.as_str(), "environment variable is not set")
+            })?)),
+            (None, None) => None,
+        };
+        if let Some(a) = &auth {
+            if http::HeaderValue::from_str(a.expose()).is_err() {
+                return Err(cerr("local.auth_header", "", "not a valid header value"));
+            }
+        }
+        check_patterns(&l.models, "local.models")?;
+        Ok(Some(LocalSettings {
+            kind: l.kind,
+            url,
+            auth,
+            extra_headers: check_headers(&l.extra_headers, "local.extra_headers")?,
+            models: l.models.clone(),
+            discovery_interval: Duration::from_secs(l.discovery_interval_secs.max(1)),
+        }))
+    }
+
+    /// Loads `path`, or the embedded default when `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let env = |k: &str| std::env::var(k).ok();
+        match path {
+            None => Self::from_toml(DEFAULT_CONFIG, &env),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| cerr("", p.display().to_string(), format!("cannot read the file: {e}")))?;
+                Self::from_toml(&text, &env)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let s = Settings::from_toml(DEFAULT_CONFIG, &no_env).unwrap();
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.server.admin_listen.to_string(), "127.0.0.1:9901");
+        assert!(s.local.is_none());
+        assert!(s.providers.iter().any(|p| p.kind == ProviderKind::Mock && p.models.contains(&"mock".to_string())));
+    }
+
+    #[test]
+    fn unknown_field_names_its_path() {
+        let e = Settings::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nthreadz = 2\n", &no_env).unwrap_err();
+        assert_eq!(e.path, "server");
+        assert!(e.reason.contains("threadz"), "{e}");
+    }
+
+    #[test]
+    fn bad_enum_value_names_path_and_value() {
+        let e = Settings::from_toml("[routing]\nstrategy = \"fastest\"\n", &no_env).unwrap_err();
+        assert_eq!(e.path, "routing.strategy");
+        assert!(e.reason.contains("fastest"), "{e}");
+        let e = Settings::from_toml("[[providers]]\nname=\"a\"\nkind=\"nope\"\n", &no_env).unwrap_err();
+        assert_eq!(e.path, "providers[0].kind");
+    }
+
+    #[test]
+    fn semantic_errors() {
+        let e = Settings::from_toml("[local]\nkind=\"vllm\"\nurl=\"ftp://x\"\n", &no_env).unwrap_err();
+        assert_eq!(e.path, "local.url");
+        assert_eq!(e.value, "ftp://x");
+        let e = Settings::from_toml("[server]\nthreads = 0\n", &no_env).unwrap_err();
+        assert_eq!(e.path, "server.threads");
+        let e = Settings::from_toml(
+            "[[providers]]\nname=\"x\"\nkind=\"openai-compatible\"\nmodels=[\"m\"]\n",
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "providers[0].base_url");
+        let e = Settings::from_toml(
+            "[[providers]]\nname=\"x\"\nkind=\"openai\"\napi_key_env=\"NOPE_KEY\"\n",
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "providers[0].api_key_env");
+        let e = Settings::from_toml("[local]\nkind=\"custom\"\n", &no_env).unwrap_err();
+        assert_eq!(e.path, "local.url");
+    }
+
+    #[test]
+    fn auto_detects_from_env() {
+        let env = |k: &str| match k {
+            "GROQ_API_KEY" => Some("gsk-secret".to_string()),
+            "OPENAI_API_KEY" => Some("sk-secret".to_string()),
+            "OPENAI_BASE_URL" => Some("http://127.0.0.1:9/v1".to_string()),
+            _ => None,
+        };
+        let s = Settings::from_toml("", &env).unwrap();
+        assert_eq!(s.detected, vec!["OPENAI_API_KEY", "GROQ_API_KEY"]);
+        let openai = s.providers.iter().find(|p| p.name == "openai").unwrap();
+        assert_eq!(openai.base_url.as_ref().unwrap().port, 9);
+        assert_eq!(openai.api_key.as_ref().unwrap().expose(), "sk-secret");
+        assert!(!format!("{s:?}").contains("sk-secret"), "secrets must not print");
+        let s = Settings::from_toml("[routing]\nauto_detect = false\n", &env).unwrap();
+        assert!(s.providers.is_empty());
+    }
+
+    #[test]
+    fn base_url_parsing() {
+        let u = BaseUrl::parse("https://api.groq.com/openai/v1/", "x").unwrap();
+        assert_eq!((u.tls, u.port, u.path.as_str()), (true, 443, "/openai/v1"));
+        assert_eq!(u.authority(), "api.groq.com");
+        let u = BaseUrl::parse("http://127.0.0.1:8000", "x").unwrap();
+        assert_eq!((u.tls, u.port, u.path.as_str()), (false, 8000, ""));
+        assert_eq!(u.authority(), "127.0.0.1:8000");
+        assert!(BaseUrl::parse("localhost:8000", "x").is_err());
+    }
+}

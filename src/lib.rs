@@ -1,0 +1,24 @@
+//! Switchyard: an OpenAI-compatible LLM gateway on Pingora.
+//!
+//! - [`config`]: file and runtime configuration, validation
+//! - [`state`]: the immutable snapshot the hot path reads, and the hub that swaps it
+//! - [`proxy`]: the `ProxyHttp` implementation (the request's path through the phases)
+//! - [`builtin`]: the in-process `mock` provider
+//! - [`admin`]: health, readiness, in-flight counts, metrics, inference stats
+//! - [`background`]: model discovery and DNS refresh
+//! - [`metrics`], [`accesslog`]: observability
+//! - [`mockgen`]: OpenAI wire-format documents for mocks
+//! - [`server`]: assembly and shutdown policy
+//!
+//! The pure request decisions live in the `switchyard-filters` crate.
+
+pub mod accesslog;
+pub mod admin;
+pub mod background;
+pub mod builtin;
+pub mod config;
+pub mod metrics;
+pub mod mockgen;
+pub mod proxy;
+pub mod server;
+pub mod state;

@@ -1,0 +1,320 @@
+//! Prometheus metrics and the local backend's inference statistics.
+//!
+//! Labels are bounded: `provider` comes from configuration, `model` is a configured or
+//! discovered model name (anything else is counted as `other`), `status` is a class
+//! (`2xx`…`5xx`), error kinds are fixed strings.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0,
+];
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005,
+    0.01, 0.05,
+];
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by provider, model, endpoint, status class.
+    pub requests: IntCounterVec,
+    /// End-to-end request duration by provider and endpoint.
+    pub duration: HistogramVec,
+    /// Upstream time to the response header, by provider.
+    pub upstream_ttfb: HistogramVec,
+    /// Time from the request to the first streamed body byte, by provider.
+    pub ttft: HistogramVec,
+    /// Time spent inside the gateway before the request was handed to the upstream.
+    pub overhead: Histogram,
+    /// Tokens by provider and kind (`prompt` | `completion`).
+    pub tokens: IntCounterVec,
+    /// In-flight requests by provider.
+    pub inflight: IntGaugeVec,
+    /// Upstream failures by provider and kind.
+    pub upstream_errors: IntCounterVec,
+    /// Requests that moved to the next candidate, by the provider that failed.
+    pub fallbacks: IntCounterVec,
+    /// Errors the gateway answered itself, by code.
+    pub gateway_errors: IntCounterVec,
+    /// Config snapshots built, by result (`ok` | `invalid`).
+    pub config_reloads: IntCounterVec,
+    /// Models the local backend reports.
+    pub local_models: IntGauge,
+    /// 1 while the local backend is ready.
+    pub local_ready: IntGauge,
+    /// Local model discoveries that failed.
+    pub discovery_failures: IntCounter,
+    /// Access log lines dropped because the writer fell behind.
+    pub log_dropped: IntCounter,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
+    // Registration only fails on duplicate names, which are fixed here.
+    let _ = r.register(Box::new(m.clone()));
+    m
+}
+
+impl Metrics {
+    /// Creates and registers all metrics in a fresh registry.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
+        let hist_vec = |name: &str, help: &str, labels: &[&str], b: &[f64]| {
+            HistogramVec::new(HistogramOpts::new(name, help).buckets(b.to_vec()), labels)
+        };
+        // Constructors only fail on invalid names/labels, which are constants here.
+        #[allow(clippy::unwrap_used)]
+        let m = Self {
+            requests: reg(&r, counter_vec("switchyard_requests_total", "Requests by provider, model, endpoint and status class.", &["provider", "model", "endpoint", "status"]).unwrap()),
+            duration: reg(&r, hist_vec("switchyard_request_duration_seconds", "Request duration from the first byte read to the last byte written.", &["provider", "endpoint"], LATENCY_BUCKETS).unwrap()),
+            upstream_ttfb: reg(&r, hist_vec("switchyard_upstream_ttfb_seconds", "Time from sending the request upstream to its response header.", &["provider"], LATENCY_BUCKETS).unwrap()),
+            ttft: reg(&r, hist_vec("switchyard_time_to_first_token_seconds", "Time from the request to the first streamed body chunk.", &["provider"], LATENCY_BUCKETS).unwrap()),
+            overhead: reg(&r, Histogram::with_opts(HistogramOpts::new("switchyard_gateway_overhead_seconds", "Time inside the gateway before the request is handed to the upstream (parse, filters, routing).").buckets(OVERHEAD_BUCKETS.to_vec())).unwrap()),
+            tokens: reg(&r, counter_vec("switchyard_tokens_total", "Tokens by provider and kind.", &["provider", "kind"]).unwrap()),
+            inflight: reg(&r, IntGaugeVec::new(Opts::new("switchyard_inflight_requests", "Requests in flight by provider."), &["provider"]).unwrap()),
+            upstream_errors: reg(&r, counter_vec("switchyard_upstream_errors_total", "Upstream failures by provider and kind.", &["provider", "kind"]).unwrap()),
+            fallbacks: reg(&r, counter_vec("switchyard_fallbacks_total", "Requests moved to the next candidate, by the provider that failed.", &["provider"]).unwrap()),
+            gateway_errors: reg(&r, counter_vec("switchyard_gateway_errors_total", "Errors answered by the gateway itself, by code.", &["code"]).unwrap()),
+            config_reloads: reg(&r, counter_vec("switchyard_config_reloads_total", "Configuration snapshots built, by result.", &["result"]).unwrap()),
+            local_models: reg(&r, IntGauge::new("switchyard_local_models", "Models the local backend reports.").unwrap()),
+            local_ready: reg(&r, IntGauge::new("switchyard_local_backend_ready", "1 while the local backend is ready.").unwrap()),
+            discovery_failures: reg(&r, IntCounter::new("switchyard_discovery_failures_total", "Local model discoveries that failed.").unwrap()),
+            log_dropped: reg(&r, IntCounter::new("switchyard_access_log_dropped_total", "Access log lines dropped because the writer fell behind.").unwrap()),
+            registry: r,
+        };
+        m
+    }
+
+    /// The registry these metrics live in (for metrics added by other modules).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Prometheus text exposition of these metrics and Pingora's own.
+    pub fn render(&self) -> Vec<u8> {
+        let mut families = self.registry.gather();
+        families.extend(prometheus::gather());
+        let mut out = Vec::with_capacity(16 * 1024);
+        let _ = TextEncoder::new().encode(&families, &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A status code's class label.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
+/// Per-provider counters that outlive configuration snapshots.
+#[derive(Debug, Default)]
+pub struct ProviderCounters {
+    /// Requests currently routed to this provider.
+    pub inflight: AtomicI64,
+}
+
+impl ProviderCounters {
+    /// Current in-flight count (never negative).
+    pub fn inflight(&self) -> i64 {
+        self.inflight.load(Ordering::Relaxed).max(0)
+    }
+}
+
+/// How many seconds of history `/v1/inference/stats` reports.
+pub const STATS_WINDOW_SECS: u64 = 60;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    second: u64,
+    requests: u64,
+    errors: u64,
+    latency: Duration,
+    ttft: Duration,
+    ttft_count: u64,
+    completion_tokens: u64,
+    prompt_tokens: u64,
+    generation: Duration,
+}
+
+/// One finished request to the local backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// Ended in an error (status >= 500, or a transport failure).
+    pub error: bool,
+    /// Whole request latency.
+    pub latency: Duration,
+    /// Time to the first streamed chunk, for streams.
+    pub ttft: Option<Duration>,
+    /// Completion tokens reported.
+    pub completion_tokens: u64,
+    /// Prompt tokens reported.
+    pub prompt_tokens: u64,
+    /// Time from the first to the last chunk (the decode phase) for streams, else the
+    /// upstream time.
+    pub generation: Duration,
+}
+
+/// Rolling per-second statistics of the active local backend.
+pub struct InferenceStats {
+    started: Instant,
+    buckets: Mutex<[Bucket; STATS_WINDOW_SECS as usize]>,
+    totals: Mutex<(u64, u64)>,
+}
+
+impl Default for InferenceStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InferenceStats {
+    /// Empty statistics.
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            buckets: Mutex::new([Bucket::default(); STATS_WINDOW_SECS as usize]),
+            totals: Mutex::new((0, 0)),
+        }
+    }
+
+    fn now_sec(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Records one request.
+    pub fn record(&self, s: Sample) {
+        let sec = self.now_sec();
+        {
+            let mut b = self.buckets.lock();
+            let slot = &mut b[(sec % STATS_WINDOW_SECS) as usize];
+            if slot.second != sec || slot.requests == 0 {
+                *slot = Bucket {
+                    second: sec,
+                    ..Bucket::default()
+                };
+            }
+            slot.requests += 1;
+            slot.errors += u64::from(s.error);
+            slot.latency += s.latency;
+            if let Some(t) = s.ttft {
+                slot.ttft += t;
+                slot.ttft_count += 1;
+            }
+            slot.completion_tokens += s.completion_tokens;
+            slot.prompt_tokens += s.prompt_tokens;
+            slot.generation += s.generation;
+        }
+        let mut t = self.totals.lock();
+        t.0 += 1;
+        t.1 += u64::from(s.error);
+    }
+
+    /// The JSON document `/v1/inference/stats` serves.
+    pub fn report(&self, backend: serde_json::Value) -> serde_json::Value {
+        let sec = self.now_sec();
+        let mut sum = Bucket::default();
+        for b in self.buckets.lock().iter() {
+            if b.requests > 0 && sec.saturating_sub(b.second) < STATS_WINDOW_SECS {
+                sum.requests += b.requests;
+                sum.errors += b.errors;
+                sum.latency += b.latency;
+                sum.ttft += b.ttft;
+                sum.ttft_count += b.ttft_count;
+                sum.completion_tokens += b.completion_tokens;
+                sum.prompt_tokens += b.prompt_tokens;
+                sum.generation += b.generation;
+            }
+        }
+        let (total, total_errors) = *self.totals.lock();
+        let ms = |d: Duration, n: u64| {
+            if n == 0 {
+                serde_json::Value::Null
+            } else {
+                serde_json::json!((d.as_secs_f64() * 1000.0 / n as f64 * 100.0).round() / 100.0)
+            }
+        };
+        let window = sec.clamp(1, STATS_WINDOW_SECS) as f64;
+        let decode_tps = if sum.generation.is_zero() {
+            serde_json::Value::Null
+        } else {
+            serde_json::json!(
+                (sum.completion_tokens as f64 / sum.generation.as_secs_f64() * 100.0).round()
+                    / 100.0
+            )
+        };
+        serde_json::json!({
+            "backend": backend,
+            "window_seconds": STATS_WINDOW_SECS,
+            "requests": sum.requests,
+            "errors": sum.errors,
+            "avg_latency_ms": ms(sum.latency, sum.requests),
+            "avg_ttft_ms": ms(sum.ttft, sum.ttft_count),
+            "prompt_tokens": sum.prompt_tokens,
+            "completion_tokens": sum.completion_tokens,
+            "tokens_per_second": decode_tps,
+            "throughput_tokens_per_second": ((sum.completion_tokens as f64 / window) * 100.0).round() / 100.0,
+            "total_requests": total,
+            "total_errors": total_errors,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_window_sums() {
+        let s = InferenceStats::new();
+        s.record(Sample {
+            latency: Duration::from_millis(100),
+            ttft: Some(Duration::from_millis(20)),
+            completion_tokens: 50,
+            generation: Duration::from_millis(80),
+            ..Sample::default()
+        });
+        s.record(Sample {
+            error: true,
+            latency: Duration::from_millis(300),
+            ..Sample::default()
+        });
+        let r = s.report(serde_json::Value::Null);
+        assert_eq!(r["requests"], 2);
+        assert_eq!(r["errors"], 1);
+        assert_eq!(r["avg_latency_ms"], 200.0);
+        assert_eq!(r["avg_ttft_ms"], 20.0);
+        assert_eq!(r["tokens_per_second"], 625.0);
+    }
+
+    #[test]
+    fn render_has_our_metrics() {
+        let m = Metrics::new();
+        m.requests.with_label_values(&["p", "m", "chat", "2xx"]).inc();
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains("switchyard_requests_total"));
+        assert_eq!(status_class(503), "5xx");
+    }
+}

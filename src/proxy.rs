@@ -1,0 +1,937 @@
+//! The proxy: Switchyard's `ProxyHttp` implementation.
+//!
+//! A request's path through Pingora's phases:
+//!
+//! ```text
+//! request_filter          request id; endpoint (405/404); /health, /v1/models answered
+//!                         here; body read in full (bounded: 413), head parsed (400);
+//!                         route decided (404 unknown model, 503 nothing available);
+//!                         in-process providers answer here. Anything answered here
+//!                         stops the request.
+//! upstream_peer           next candidate: peer, inflight +1, body for this candidate
+//!                         (model rewrite, include_usage) — called again on fallback
+//! upstream_request_filter path, Host, provider auth, extra headers; client credentials
+//!                         and the route hint removed; Content-Length of the body sent
+//! request_body_filter     emits the buffered (possibly rewritten) body
+//! upstream_response_filter 5xx/429 with another candidate left -> retry (fallback)
+//! response_filter         x-request-id, x-switchyard-provider
+//! response_body_filter    chunks pass untouched; usage found as they pass; the
+//!                         usage-only SSE chunk removed when only the gateway asked
+//! fail_to_connect /       before the first byte reached the client: next candidate;
+//! error_while_proxy       after it: no retry
+//! fail_to_proxy           nothing sent yet: OpenAI-style error JSON (503 lists what was
+//!                         tried); mid-stream: an SSE error event ends the stream
+//! logging                 inflight -1, metrics, local stats, one JSON access line
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrayvec::ArrayVec;
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use compact_str::CompactString;
+use http::header;
+use pingora_core::modules::http::HttpModules;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result, RetryType};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use switchyard_filters::endpoint::{classify, Endpoint, Unrouted};
+use switchyard_filters::error::GatewayError;
+use switchyard_filters::head::{HeadError, RequestHead};
+use switchyard_filters::rewrite::{rewrite_body, Rewrite};
+use switchyard_filters::route::{Class, Hint, RouteError, Skip, MAX_CANDIDATES};
+use switchyard_filters::usage::{Usage, UsageChunkStripper, UsageScanner};
+
+use crate::accesslog::AccessLine;
+use crate::builtin::{self, MockRequest};
+use crate::metrics::{status_class, ProviderCounters, Sample};
+use crate::state::{endpoint_slot, Hub, Snapshot};
+
+/// The gateway's proxy logic. One per process; shared by all requests.
+pub struct Gateway {
+    hub: Arc<Hub>,
+    id_prefix: u32,
+    next_id: AtomicU64,
+}
+
+impl Gateway {
+    /// A gateway reading its configuration from `hub`.
+    pub fn new(hub: Arc<Hub>) -> Self {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+            .unwrap_or(0)
+            ^ std::process::id().rotate_left(16);
+        Self {
+            hub,
+            id_prefix: seed,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn new_request_id(&self) -> CompactString {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut s = CompactString::with_capacity(24);
+        use std::fmt::Write;
+        let _ = write!(s, "{:08x}{:016x}", self.id_prefix, n);
+        s
+    }
+}
+
+/// Per-request state.
+pub struct Ctx {
+    start: Instant,
+    snap: Option<Arc<Snapshot>>,
+    request_id: CompactString,
+    endpoint: Option<Endpoint>,
+    body: Bytes,
+    send_body: Bytes,
+    body_read: Duration,
+    overhead: Option<Duration>,
+    model: CompactString,
+    upstream_model: CompactString,
+    stream: bool,
+    client_wants_usage: bool,
+    inject_usage: bool,
+    candidates: ArrayVec<u16, MAX_CANDIDATES>,
+    skipped: ArrayVec<(u16, Skip), MAX_CANDIDATES>,
+    next: usize,
+    current: Option<u16>,
+    attempts: u8,
+    failures: ArrayVec<(u16, &'static str), MAX_CANDIDATES>,
+    inflight: Option<Arc<ProviderCounters>>,
+    fallback_pending: bool,
+    same_again: bool,
+    upstream_sent: Option<Instant>,
+    upstream_header: Option<Instant>,
+    first_chunk: Option<Instant>,
+    last_chunk: Option<Instant>,
+    status: u16,
+    scan: bool,
+    scanner: UsageScanner,
+    usage: Option<Usage>,
+    strip: Option<UsageChunkStripper>,
+    gateway_error: Option<&'static str>,
+    mid_stream_error: bool,
+}
+
+impl Ctx {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            snap: None,
+            request_id: CompactString::default(),
+            endpoint: None,
+            body: Bytes::new(),
+            send_body: Bytes::new(),
+            body_read: Duration::ZERO,
+            overhead: None,
+            model: CompactString::default(),
+            upstream_model: CompactString::default(),
+            stream: false,
+            client_wants_usage: false,
+            inject_usage: false,
+            candidates: ArrayVec::new(),
+            skipped: ArrayVec::new(),
+            next: 0,
+            current: None,
+            attempts: 0,
+            failures: ArrayVec::new(),
+            inflight: None,
+            fallback_pending: false,
+            same_again: false,
+            upstream_sent: None,
+            upstream_header: None,
+            first_chunk: None,
+            last_chunk: None,
+            status: 0,
+            scan: false,
+            scanner: UsageScanner::new(),
+            usage: None,
+            strip: None,
+            gateway_error: None,
+            mid_stream_error: false,
+        }
+    }
+
+    /// Whether a candidate after the current one can still be tried.
+    fn has_more(&self) -> bool {
+        let Some(snap) = &self.snap else { return false };
+        self.candidates[self.next.min(self.candidates.len())..]
+            .iter()
+            .any(|&i| snap.providers[i as usize].class != Class::InProcess)
+    }
+
+    fn provider_name(&self) -> Option<&str> {
+        let snap = self.snap.as_ref()?;
+        self.current
+            .map(|i| snap.providers[i as usize].name.as_str())
+    }
+
+    fn record_failure(&mut self, why: &'static str) {
+        if let Some(i) = self.current {
+            let _ = self.failures.try_push((i, why));
+        }
+    }
+}
+
+/// Reads the whole request body, bounded by `limit`.
+async fn read_body(session: &mut Session, limit: usize) -> std::result::Result<Bytes, GatewayError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(GatewayError::BodyTooLarge(limit));
+    }
+    if session.is_body_empty() {
+        return Ok(Bytes::new());
+    }
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session
+            .write_continue_response()
+            .await
+            .map_err(|e| GatewayError::BodyRead(e.etype().as_str().to_string()))?;
+    }
+    let mut first: Option<Bytes> = None;
+    let mut buf: Option<BytesMut> = None;
+    loop {
+        let chunk = session
+            .read_request_body()
+            .await
+            .map_err(|e| GatewayError::BodyRead(e.etype().as_str().to_string()))?;
+        let Some(chunk) = chunk else { break };
+        let so_far = buf.as_ref().map_or_else(|| first.as_ref().map_or(0, Bytes::len), BytesMut::len);
+        if so_far + chunk.len() > limit {
+            return Err(GatewayError::BodyTooLarge(limit));
+        }
+        match (&mut buf, first.take()) {
+            (Some(b), _) => b.extend_from_slice(&chunk),
+            (None, None) => first = Some(chunk),
+            (None, Some(f)) => {
+                let mut b = BytesMut::with_capacity(declared.unwrap_or(f.len() + chunk.len() * 4).max(f.len() + chunk.len()));
+                b.extend_from_slice(&f);
+                b.extend_from_slice(&chunk);
+                buf = Some(b);
+            }
+        }
+    }
+    Ok(match buf {
+        Some(b) => b.freeze(),
+        None => first.unwrap_or_default(),
+    })
+}
+
+/// Reads and discards up to 64 KiB of an unread body so the connection can be reused;
+/// gives up on the connection if there is more.
+async fn drain_small_body(session: &mut Session) {
+    if session.is_body_done() || session.is_body_empty() {
+        return;
+    }
+    let mut seen = 0usize;
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(c)) => {
+                seen += c.len();
+                if seen > 64 * 1024 {
+                    session.set_keepalive(None);
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(_) => {
+                session.set_keepalive(None);
+                return;
+            }
+        }
+    }
+}
+
+impl Gateway {
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        status: u16,
+        content_type: &str,
+        body: Bytes,
+        extra: &[(&'static str, String)],
+    ) -> Result<()> {
+        let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+        resp.insert_header(header::CONTENT_TYPE, content_type)?;
+        resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        for (k, v) in extra {
+            resp.insert_header(*k, v.as_str())?;
+        }
+        if self.hub.shutting_down.load(Ordering::Relaxed) {
+            session.set_keepalive(None);
+        }
+        ctx.status = status;
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session.write_response_header(Box::new(resp), head_only).await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+
+    /// Answers with a gateway error. Drains a small unread body to keep the connection.
+    async fn respond_error(&self, session: &mut Session, ctx: &mut Ctx, e: &GatewayError) -> Result<bool> {
+        if matches!(e, GatewayError::BodyTooLarge(_) | GatewayError::BodyRead(_)) {
+            session.set_keepalive(None);
+        } else {
+            drain_small_body(session).await;
+        }
+        ctx.gateway_error = Some(e.code());
+        self.hub
+            .metrics
+            .gateway_errors
+            .with_label_values(&[e.metric_label()])
+            .inc();
+        let mut extra: Vec<(&'static str, String)> = Vec::new();
+        if let GatewayError::MethodNotAllowed { allowed, .. } = e {
+            extra.push(("allow", (*allowed).to_string()));
+        }
+        if let GatewayError::RateLimited { retry_after_secs, .. } = e {
+            extra.push(("retry-after", retry_after_secs.to_string()));
+        }
+        self.respond(session, ctx, e.status(), "application/json", Bytes::from(e.body()), &extra)
+            .await?;
+        Ok(true)
+    }
+
+    fn models_list(&self, snap: &Snapshot) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for p in &snap.providers {
+            for m in &p.listed_models {
+                if seen.insert(m.clone()) {
+                    out.push((m.clone(), p.name.clone()));
+                }
+            }
+        }
+        for alias in snap.route.aliases.keys() {
+            if seen.insert(alias.clone()) {
+                out.push((alias.clone(), "alias".to_string()));
+            }
+        }
+        out
+    }
+
+    fn no_backend_detail(snap: &Snapshot, ctx: &Ctx) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        for (i, why) in &ctx.failures {
+            parts.push(format!("{} failed ({why})", snap.providers[*i as usize].name));
+        }
+        for (i, skip) in &ctx.skipped {
+            let name = &snap.providers[*i as usize].name;
+            parts.push(match skip {
+                Skip::Strategy(s) => format!("{name} skipped (strategy {})", s.as_str()),
+                Skip::Unavailable(why) => format!("{name} skipped ({why})"),
+            });
+        }
+        for &i in &ctx.candidates[ctx.next.min(ctx.candidates.len())..] {
+            let p = &snap.providers[i as usize];
+            if p.class == Class::InProcess {
+                parts.push(format!("{} skipped (in-process providers cannot take a fallback)", p.name));
+            }
+        }
+        if parts.is_empty() {
+            "no candidate".to_string()
+        } else {
+            parts.join("; ")
+        }
+    }
+
+    fn enter_provider(&self, ctx: &mut Ctx, snap: &Snapshot, i: u16) {
+        if let Some(c) = ctx.inflight.take() {
+            c.inflight.fetch_sub(1, Ordering::Relaxed);
+            if let Some(cur) = ctx.current {
+                self.hub
+                    .metrics
+                    .inflight
+                    .with_label_values(&[snap.providers[cur as usize].name.as_str()])
+                    .dec();
+            }
+        }
+        let p = &snap.providers[i as usize];
+        p.counters.inflight.fetch_add(1, Ordering::Relaxed);
+        self.hub.metrics.inflight.with_label_values(&[p.name.as_str()]).inc();
+        ctx.inflight = Some(p.counters.clone());
+        ctx.current = Some(i);
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        Ctx::new()
+    }
+
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {
+        // No response compression module: responses pass through as the upstream sent
+        // them, and no per-request module work is done.
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        ctx.request_id = match session.get_header("x-request-id") {
+            Some(v)
+                if !v.is_empty()
+                    && v.len() <= 128
+                    && v.as_bytes().iter().all(|b| b.is_ascii_graphic()) =>
+            {
+                // Checked: visible ASCII.
+                CompactString::from_utf8_lossy(v.as_bytes())
+            }
+            _ => self.new_request_id(),
+        };
+        if self.hub.shutting_down.load(Ordering::Relaxed) {
+            session.set_keepalive(None);
+        }
+        let req = session.req_header();
+        let endpoint = match classify(req.method.as_str().as_bytes(), req.uri.path()) {
+            Ok(e) => e,
+            Err(Unrouted::Method(allowed)) => {
+                let e = GatewayError::MethodNotAllowed {
+                    method: req.method.to_string(),
+                    allowed,
+                };
+                return self.respond_error(session, ctx, &e).await;
+            }
+            Err(Unrouted::Path) => {
+                let e = GatewayError::UnknownPath {
+                    method: req.method.to_string(),
+                    path: req.uri.path().chars().take(200).collect(),
+                };
+                return self.respond_error(session, ctx, &e).await;
+            }
+        };
+        ctx.endpoint = Some(endpoint);
+        let snap = self.hub.snapshot();
+
+        match endpoint {
+            Endpoint::Health => {
+                drain_small_body(session).await;
+                self.respond(session, ctx, 200, "application/json", Bytes::from_static(b"{\"status\":\"ok\"}"), &[])
+                    .await?;
+                return Ok(true);
+            }
+            Endpoint::Models => {
+                drain_small_body(session).await;
+                let list = self.models_list(&snap);
+                let doc = crate::mockgen::model_list(list.iter().map(|(m, o)| (m.as_str(), o.as_str())), 0);
+                self.respond(session, ctx, 200, "application/json", Bytes::from(doc), &[])
+                    .await?;
+                return Ok(true);
+            }
+            Endpoint::Model => {
+                drain_small_body(session).await;
+                let id = session.req_header().uri.path()["/v1/models/".len()..].trim_end_matches('/').to_string();
+                let list = self.models_list(&snap);
+                return match list.iter().find(|(m, _)| *m == id) {
+                    Some((m, o)) => {
+                        let doc = serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": o});
+                        let body = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+                        self.respond(session, ctx, 200, "application/json", body, &[]).await?;
+                        Ok(true)
+                    }
+                    None => self.respond_error(session, ctx, &GatewayError::ModelNotFound(id)).await,
+                };
+            }
+            Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings => {}
+        }
+
+        session.set_read_timeout(Some(self.hub.settings.server.client_read_timeout));
+        let read_start = Instant::now();
+        let body = match read_body(session, snap.max_body).await {
+            Ok(b) => b,
+            Err(e) => return self.respond_error(session, ctx, &e).await,
+        };
+        ctx.body_read = read_start.elapsed();
+        let head = match RequestHead::parse(&body) {
+            Ok(h) => h,
+            Err(HeadError::Malformed(m)) => {
+                return self.respond_error(session, ctx, &GatewayError::MalformedJson(m)).await
+            }
+            Err(HeadError::NotAnObject) => {
+                return self.respond_error(session, ctx, &GatewayError::BodyNotObject).await
+            }
+        };
+        let Some(model) = head.model.as_deref().filter(|m| !m.is_empty()) else {
+            return self.respond_error(session, ctx, &GatewayError::MissingModel).await;
+        };
+        ctx.model = CompactString::from(model);
+        ctx.stream = head.is_stream() && endpoint != Endpoint::Embeddings;
+        ctx.client_wants_usage = head.client_wants_usage();
+        let hint = session
+            .get_header("x-switchyard-route")
+            .map_or(Hint::None, |v| Hint::parse(v.as_bytes()));
+
+        let route = match snap.route.decide(model, hint, |i| snap.unavailable(i)) {
+            Ok(r) => r,
+            Err(RouteError::NotFound) => {
+                let e = GatewayError::ModelNotFound(model.to_string());
+                return self.respond_error(session, ctx, &e).await;
+            }
+        };
+        ctx.upstream_model = CompactString::from(route.upstream_model());
+        ctx.candidates = route.candidates.clone();
+        ctx.skipped = route.skipped.clone();
+        drop(route);
+        drop(head);
+
+        let Some(&first) = ctx.candidates.first() else {
+            ctx.snap = Some(snap);
+            let detail = ctx.snap.as_ref().map(|s| Self::no_backend_detail(s, ctx)).unwrap_or_default();
+            let e = GatewayError::NoBackend {
+                model: ctx.model.to_string(),
+                detail,
+            };
+            return self.respond_error(session, ctx, &e).await;
+        };
+
+        let first_provider = &snap.providers[first as usize];
+        if let Some(spec) = &first_provider.mock {
+            let spec = spec.clone();
+            self.enter_provider(ctx, &snap, first);
+            ctx.attempts = 1;
+            ctx.next = 1;
+            ctx.snap = Some(snap);
+            ctx.overhead = Some(ctx.start.elapsed().saturating_sub(ctx.body_read));
+            ctx.status = 200;
+            let req = MockRequest {
+                endpoint,
+                body: &body,
+                model: &ctx.upstream_model,
+                stream: ctx.stream,
+                include_usage: ctx.client_wants_usage,
+                request_id: &ctx.request_id,
+            };
+            let usage = builtin::answer(session, &spec, req).await?;
+            ctx.usage = Some(usage);
+            return Ok(true);
+        }
+
+        ctx.body = body;
+        ctx.snap = Some(snap);
+        ctx.overhead = Some(ctx.start.elapsed().saturating_sub(ctx.body_read));
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+        let Some(snap) = ctx.snap.clone() else {
+            return Err(Error::explain(ErrorType::InternalError, "no snapshot"));
+        };
+        if ctx.same_again {
+            ctx.same_again = false;
+            ctx.next = ctx.next.saturating_sub(1);
+        }
+        while ctx.next < ctx.candidates.len() {
+            let i = ctx.candidates[ctx.next];
+            ctx.next += 1;
+            let p = &snap.providers[i as usize];
+            let Some(up) = &p.upstream else { continue };
+            let Some(peer) = &up.peer else {
+                let _ = ctx.failures.try_push((i, "host does not resolve"));
+                continue;
+            };
+            if ctx.current.is_some() && ctx.current != Some(i) {
+                self.hub.metrics.fallbacks.with_label_values(&[ctx.provider_name().unwrap_or("")]).inc();
+            }
+            self.enter_provider(ctx, &snap, i);
+            ctx.attempts = ctx.attempts.saturating_add(1);
+            ctx.inject_usage = ctx.stream && p.inject_usage && !ctx.client_wants_usage;
+            let model_changes = ctx.upstream_model != ctx.model;
+            let rw = Rewrite {
+                model: model_changes.then_some(ctx.upstream_model.as_str()),
+                include_usage: ctx.inject_usage,
+            };
+            ctx.send_body = match rewrite_body(&ctx.body, rw) {
+                Some(v) => Bytes::from(v),
+                None => ctx.body.clone(),
+            };
+            ctx.upstream_header = None;
+            ctx.strip = None;
+            return Ok(Box::new(peer.clone()));
+        }
+        Err(Error::explain(ErrorType::HTTPStatus(503), "no candidate left"))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let (Some(snap), Some(i), Some(ep)) = (&ctx.snap, ctx.current, ctx.endpoint) else {
+            return Err(Error::explain(ErrorType::InternalError, "no provider chosen"));
+        };
+        let Some(up) = &snap.providers[i as usize].upstream else {
+            return Err(Error::explain(ErrorType::InternalError, "provider has no upstream"));
+        };
+        let slot = endpoint_slot(ep);
+        let target = &up.uris[slot];
+        if req.uri.query().is_some() {
+            let q = req.uri.query().unwrap_or_default();
+            let uri: http::Uri = format!("{}?{}", target.path(), q)
+                .parse()
+                .map_err(|_| Error::explain(ErrorType::InternalError, "bad upstream uri"))?;
+            req.set_uri(uri);
+        } else if !(up.uri_is_standard[slot] && req.uri.path() == target.path()) {
+            req.set_uri(target.clone());
+        }
+        req.insert_header(header::HOST, up.host.clone())?;
+        for h in ["authorization", "x-api-key", "x-switchyard-route", "expect", "accept-encoding"] {
+            if req.headers.contains_key(h) {
+                req.remove_header(h);
+            }
+        }
+        if let Some(a) = &up.auth {
+            req.insert_header(header::AUTHORIZATION, a.clone())?;
+        }
+        for (k, v) in &up.extra_headers {
+            req.insert_header(k.clone(), v.clone())?;
+        }
+        let len = ctx.send_body.len();
+        let declared_ok = req
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == itoa::Buffer::new().format(len).as_bytes());
+        if !declared_ok {
+            req.remove_header(&header::TRANSFER_ENCODING);
+            req.insert_header(header::CONTENT_LENGTH, len)?;
+        }
+        ctx.upstream_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // The body was read in request_filter; Pingora calls this once with the end of
+        // the (already consumed) stream, and again on every retry.
+        *body = if end_of_stream && !ctx.send_body.is_empty() {
+            Some(ctx.send_body.clone())
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let status = resp.status.as_u16();
+        if status < 200 {
+            return Ok(());
+        }
+        ctx.upstream_header = Some(Instant::now());
+        if (status >= 500 || status == 429) && session.response_written().is_none() && ctx.has_more() {
+            let why = if status == 429 { "status 429" } else { "status 5xx" };
+            ctx.record_failure(why);
+            if let Some(p) = ctx.provider_name() {
+                self.hub.metrics.upstream_errors.with_label_values(&[p, "status"]).inc();
+            }
+            ctx.fallback_pending = true;
+            let mut e = Error::explain(ErrorType::HTTPStatus(status), "upstream error status; trying the next candidate");
+            e.set_retry(true);
+            return Err(e);
+        }
+        ctx.status = status;
+        let ok = (200..300).contains(&status);
+        ctx.scan = ok && ctx.endpoint.is_some_and(Endpoint::is_inference);
+        if ok && ctx.stream && ctx.inject_usage {
+            ctx.strip = Some(UsageChunkStripper::new());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(p) = ctx.provider_name() {
+            resp.insert_header("x-switchyard-provider", p)?;
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<Duration>> {
+        if let Some(b) = body.as_ref() {
+            if ctx.first_chunk.is_none() && !b.is_empty() {
+                ctx.first_chunk = Some(Instant::now());
+            }
+            if ctx.scan {
+                ctx.scanner.feed(b);
+            }
+        }
+        if let Some(st) = ctx.strip.as_mut() {
+            let chunk = body.take().unwrap_or_default();
+            let out = st.filter(chunk, end_of_stream);
+            *body = (!out.is_empty() || end_of_stream).then_some(out);
+        }
+        if end_of_stream {
+            ctx.last_chunk = Some(Instant::now());
+        }
+        Ok(None)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let kind = match e.etype() {
+            ErrorType::ConnectTimedout => "connect timeout",
+            ErrorType::ConnectRefused => "connection refused",
+            ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert => "tls handshake failed",
+            _ => "connect failed",
+        };
+        ctx.record_failure(kind);
+        if let Some(p) = ctx.provider_name() {
+            self.hub.metrics.upstream_errors.with_label_values(&[p, "connect"]).inc();
+        }
+        e.set_retry(ctx.has_more());
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        mut e: Box<Error>,
+        ctx: &mut Self::CTX,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if std::mem::take(&mut ctx.fallback_pending) {
+            e.set_retry(true);
+            return e;
+        }
+        let nothing_sent = session.response_written().is_none();
+        let upstream_side = matches!(e.esource(), ErrorSource::Upstream);
+        if !nothing_sent || !upstream_side {
+            e.set_retry(false);
+            return e;
+        }
+        // A pooled connection the upstream had closed: try the same candidate once more
+        // on a fresh connection before moving on.
+        if client_reused && matches!(e.retry, RetryType::ReusedOnly) && ctx.upstream_header.is_none() && ctx.attempts < 3 {
+            ctx.same_again = true;
+            e.set_retry(true);
+            return e;
+        }
+        let kind = match e.etype() {
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
+            _ => "connection error",
+        };
+        ctx.record_failure(kind);
+        if let Some(p) = ctx.provider_name() {
+            self.hub.metrics.upstream_errors.with_label_values(&[p, "transport"]).inc();
+        }
+        e.set_retry(ctx.has_more());
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
+        if session.response_written().is_none() {
+            let gerr = match (e.etype(), &ctx.snap) {
+                (ErrorType::ReadTimedout | ErrorType::WriteTimedout, _) if ctx.failures.len() <= 1 => {
+                    GatewayError::UpstreamTimeout(ctx.provider_name().unwrap_or("upstream").to_string())
+                }
+                (_, Some(snap)) if ctx.attempts > 0 || !ctx.failures.is_empty() => GatewayError::NoBackend {
+                    model: ctx.model.to_string(),
+                    detail: Self::no_backend_detail(snap, ctx),
+                },
+                (ErrorType::HTTPStatus(s), _) if *s >= 400 => GatewayError::Internal(format!("status {s}")),
+                _ => match e.esource() {
+                    ErrorSource::Downstream => {
+                        ctx.status = 0;
+                        return FailToProxy {
+                            error_code: 0,
+                            can_reuse_downstream: false,
+                        };
+                    }
+                    _ => GatewayError::Upstream(e.etype().as_str().to_string()),
+                },
+            };
+            let status = gerr.status();
+            return match self.respond_error(session, ctx, &gerr).await {
+                Ok(_) => FailToProxy {
+                    error_code: status,
+                    can_reuse_downstream: session.is_body_done(),
+                },
+                Err(_) => FailToProxy {
+                    error_code: 0,
+                    can_reuse_downstream: false,
+                },
+            };
+        }
+        // The response had started: end it so the client sees an error, not a hang.
+        ctx.mid_stream_error = true;
+        if let Some(p) = ctx.provider_name() {
+            self.hub.metrics.upstream_errors.with_label_values(&[p, "mid_stream"]).inc();
+        }
+        if ctx.stream && !matches!(e.esource(), ErrorSource::Downstream) {
+            let gerr = GatewayError::Upstream(format!(
+                "the stream from {} ended early ({})",
+                ctx.provider_name().unwrap_or("upstream"),
+                e.etype().as_str()
+            ));
+            let mut ev = b"data: ".to_vec();
+            ev.extend_from_slice(&gerr.body());
+            ev.extend_from_slice(b"\n\n");
+            let _ = session.write_response_body(Some(Bytes::from(ev)), true).await;
+        }
+        FailToProxy {
+            error_code: ctx.status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        let end = Instant::now();
+        let Some(snap) = ctx.snap.as_ref() else {
+            // Answered before routing (health, models, bad method/path).
+            self.write_access(session, ctx, end, None);
+            return;
+        };
+        if ctx.status == 0 {
+            if let Some(r) = session.response_written() {
+                ctx.status = r.status.as_u16();
+            }
+        }
+        if ctx.usage.is_none() {
+            ctx.usage = ctx.scanner.usage();
+        }
+        let provider = ctx.current.map(|i| &snap.providers[i as usize]);
+        if let Some(c) = ctx.inflight.take() {
+            c.inflight.fetch_sub(1, Ordering::Relaxed);
+            if let Some(p) = provider {
+                self.hub.metrics.inflight.with_label_values(&[p.name.as_str()]).dec();
+            }
+        }
+        let pname = provider.map_or("none", |p| p.name.as_str());
+        let ep = ctx.endpoint.map_or("other", Endpoint::label);
+        let m = &self.hub.metrics;
+        let failed = e.is_some() || ctx.mid_stream_error;
+        let status_label = if ctx.status == 0 { "error" } else { status_class(ctx.status) };
+        m.requests
+            .with_label_values(&[pname, snap.metric_model(&ctx.model), ep, status_label])
+            .inc();
+        let latency = end.duration_since(ctx.start);
+        m.duration.with_label_values(&[pname, ep]).observe(latency.as_secs_f64());
+        if let Some(o) = ctx.overhead {
+            m.overhead.observe(o.as_secs_f64());
+        }
+        if let (Some(sent), Some(h)) = (ctx.upstream_sent, ctx.upstream_header) {
+            m.upstream_ttfb.with_label_values(&[pname]).observe(h.duration_since(sent).as_secs_f64());
+        }
+        let ttft = if ctx.stream {
+            ctx.first_chunk.map(|f| f.duration_since(ctx.start))
+        } else {
+            None
+        };
+        if let Some(t) = ttft {
+            m.ttft.with_label_values(&[pname]).observe(t.as_secs_f64());
+        }
+        if let Some(u) = ctx.usage {
+            if u.prompt_tokens > 0 {
+                m.tokens.with_label_values(&[pname, "prompt"]).inc_by(u.prompt_tokens);
+            }
+            if u.completion_tokens > 0 {
+                m.tokens.with_label_values(&[pname, "completion"]).inc_by(u.completion_tokens);
+            }
+        }
+        if let (Some(p), Some(l)) = (provider, snap.local.as_ref()) {
+            if ctx.current == Some(l.index as u16) && p.class == Class::Local {
+                let generation = match (ctx.stream, ctx.first_chunk, ctx.last_chunk, ctx.upstream_sent) {
+                    (true, Some(f), Some(l), _) => l.duration_since(f),
+                    (false, _, Some(l), Some(s)) => l.duration_since(s),
+                    _ => Duration::ZERO,
+                };
+                self.hub.inference.record(Sample {
+                    error: failed || ctx.status >= 500 || ctx.status == 0,
+                    latency,
+                    ttft,
+                    completion_tokens: ctx.usage.map_or(0, |u| u.completion_tokens),
+                    prompt_tokens: ctx.usage.map_or(0, |u| u.prompt_tokens),
+                    generation,
+                });
+            }
+        }
+        self.write_access(session, ctx, end, ttft);
+    }
+}
+
+impl Gateway {
+    fn write_access(&self, session: &Session, ctx: &Ctx, end: Instant, ttft: Option<Duration>) {
+        if !self.hub.access_log.enabled() {
+            return;
+        }
+        let req = session.req_header();
+        let ms = |d: Duration| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        let status = if ctx.status == 0 {
+            session.response_written().map_or(0, |r| r.status.as_u16())
+        } else {
+            ctx.status
+        };
+        let line = AccessLine {
+            event: "request",
+            ts_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            request_id: &ctx.request_id,
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            model: (!ctx.model.is_empty()).then_some(ctx.model.as_str()),
+            provider: ctx.provider_name(),
+            status,
+            latency_ms: ms(end.duration_since(ctx.start)),
+            ttft_ms: ttft.map(ms),
+            overhead_ms: ctx.overhead.map(ms),
+            prompt_tokens: ctx.usage.map(|u| u.prompt_tokens),
+            completion_tokens: ctx.usage.map(|u| u.completion_tokens),
+            stream: ctx.stream,
+            cache: "off",
+            fallback: !ctx.failures.is_empty(),
+            attempts: ctx.attempts,
+            error: ctx.gateway_error.or(ctx.mid_stream_error.then_some("mid_stream")),
+            tenant: None,
+        };
+        if !self.hub.access_log.write(&line) {
+            self.hub.metrics.log_dropped.inc();
+        }
+    }
+}

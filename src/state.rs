@@ -1,0 +1,656 @@
+//! The running state: one immutable [`Snapshot`] of everything the hot path reads,
+//! behind an `ArcSwap`, and the [`Hub`] that builds and swaps it.
+//!
+//! A request loads the snapshot once (in `request_filter`) and keeps the `Arc` in its
+//! context, so it finishes on the configuration it started with: a backend change never
+//! breaks a request in flight. Snapshots are built off the hot path (at start, after a
+//! discovery, after a runtime config change) from the file [`Settings`] plus the dynamic
+//! parts (local backend overrides, discovered models, resolved addresses); a candidate
+//! that fails validation is counted and the last good snapshot stays.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{HeaderName, HeaderValue, Uri};
+use parking_lot::Mutex;
+use pingora_core::protocols::ALPN;
+use pingora_core::upstreams::peer::HttpPeer;
+use switchyard_filters::endpoint::Endpoint;
+use switchyard_filters::glob::Pattern;
+use switchyard_filters::route::{Class, RouteProvider, RouteTable, Strategy};
+
+use crate::accesslog::AccessLog;
+use crate::config::{BaseUrl, LocalKind, LocalSettings, ProviderKind, Secret, Settings};
+use crate::metrics::{InferenceStats, Metrics, ProviderCounters};
+
+/// Lifecycle state of the local backend (`config:inference.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LocalState {
+    /// Serving; the only state in which it is routed to.
+    #[default]
+    Ready,
+    /// Being started.
+    Starting,
+    /// Finishing in-flight requests before a stop or switch.
+    Draining,
+    /// Failed health checks or failed to start.
+    Error,
+    /// Stopped.
+    Stopped,
+}
+
+impl LocalState {
+    /// Parses the Redis/admin spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ready" => Self::Ready,
+            "starting" => Self::Starting,
+            "draining" => Self::Draining,
+            "error" => Self::Error,
+            "stopped" => Self::Stopped,
+            _ => return None,
+        })
+    }
+
+    /// The Redis/admin spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Starting => "starting",
+            Self::Draining => "draining",
+            Self::Error => "error",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+/// How to reach an HTTP upstream, prepared once per snapshot.
+pub struct Upstream {
+    /// Peer template, cloned per request. `None` while the host does not resolve.
+    pub peer: Option<HttpPeer>,
+    /// The `Host` header value.
+    pub host: HeaderValue,
+    /// The API root path (`/v1`, `/openai/v1`, …).
+    pub base_path: String,
+    /// Upstream URI per endpoint, in the order of [`endpoint_slot`].
+    pub uris: [Uri; 4],
+    /// Whether each URI equals the client's standard `/v1/...` path (nothing to rewrite).
+    pub uri_is_standard: [bool; 4],
+    /// `Authorization` header value (marked sensitive).
+    pub auth: Option<HeaderValue>,
+    /// Headers added to every request.
+    pub extra_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Human-readable `scheme://host:port/path` (no credentials).
+    pub display: String,
+}
+
+/// Index of an endpoint in [`Upstream::uris`].
+pub fn endpoint_slot(e: Endpoint) -> usize {
+    match e {
+        Endpoint::Chat => 0,
+        Endpoint::Completions => 1,
+        Endpoint::Embeddings => 2,
+        Endpoint::Models | Endpoint::Model | Endpoint::Health => 3,
+    }
+}
+
+/// An in-process mock provider's behaviour.
+#[derive(Debug, Clone)]
+pub struct MockSpec {
+    /// `echo` or fixed reply text.
+    pub reply: String,
+    /// Delay between streamed tokens.
+    pub itl: Duration,
+}
+
+/// One provider in a snapshot.
+pub struct Provider {
+    /// Unique name (`local` for the local backend).
+    pub name: String,
+    /// `vllm`, `openai`, `mock`, …
+    pub kind: &'static str,
+    /// Local, cloud or in-process.
+    pub class: Class,
+    /// How to reach it (`None` for in-process providers).
+    pub upstream: Option<Upstream>,
+    /// In-process behaviour (mock providers).
+    pub mock: Option<MockSpec>,
+    /// Counters shared by every snapshot that has this provider.
+    pub counters: Arc<ProviderCounters>,
+    /// Exact model names to list on `/v1/models`.
+    pub listed_models: Vec<String>,
+    /// Ask for `stream_options.include_usage` on streams.
+    pub inject_usage: bool,
+}
+
+/// The local backend as the current snapshot sees it.
+#[derive(Debug, Clone)]
+pub struct LocalView {
+    /// Index in [`Snapshot::providers`].
+    pub index: usize,
+    /// Backend kind.
+    pub kind: LocalKind,
+    /// Server root URL (no credentials).
+    pub url: String,
+    /// Lifecycle state.
+    pub state: LocalState,
+    /// Discovered models, sorted.
+    pub models: Vec<String>,
+}
+
+/// Everything the hot path reads. Immutable; replaced whole.
+pub struct Snapshot {
+    /// Increments with every swap.
+    pub generation: u64,
+    /// Providers; indices match `route.providers`.
+    pub providers: Vec<Provider>,
+    /// The routing table.
+    pub route: RouteTable,
+    /// The local backend, if one is configured.
+    pub local: Option<LocalView>,
+    /// Request body limit.
+    pub max_body: usize,
+    /// Model names that get their own metric label.
+    pub metric_models: HashSet<String>,
+}
+
+impl Snapshot {
+    /// Why provider `i` cannot take requests now, if it cannot.
+    pub fn unavailable(&self, i: usize) -> Option<&'static str> {
+        if let Some(l) = &self.local {
+            if l.index == i && l.state != LocalState::Ready {
+                return Some(match l.state {
+                    LocalState::Starting => "local backend is starting",
+                    LocalState::Draining => "local backend is draining",
+                    LocalState::Error => "local backend is in error",
+                    LocalState::Stopped => "local backend is stopped",
+                    LocalState::Ready => "",
+                });
+            }
+        }
+        let p = &self.providers[i];
+        match &p.upstream {
+            Some(u) if u.peer.is_none() => Some("host does not resolve"),
+            _ => None,
+        }
+    }
+
+    /// The label a model gets in metrics.
+    pub fn metric_model<'a>(&self, model: &'a str) -> &'a str {
+        if self.metric_models.contains(model) {
+            model
+        } else {
+            "other"
+        }
+    }
+}
+
+/// Runtime overrides of the local backend and strategy (from Redis or the admin API).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuntimeOverrides {
+    /// `config:inference.backend`
+    pub kind: Option<LocalKind>,
+    /// `config:inference.url` (empty = the kind's default)
+    pub url: Option<String>,
+    /// `config:inference.auth`
+    pub auth: Option<Secret>,
+    /// `config:inference.state`
+    pub state: Option<LocalState>,
+    /// `config:routing.strategy`
+    pub strategy: Option<Strategy>,
+}
+
+#[derive(Default)]
+struct Dynamic {
+    overrides: RuntimeOverrides,
+    discovered: Vec<String>,
+    /// (host, port) -> address.
+    resolved: HashMap<(String, u16), SocketAddr>,
+}
+
+/// Owner of the snapshot and of everything shared across requests.
+pub struct Hub {
+    /// The validated file configuration.
+    pub settings: Settings,
+    current: ArcSwap<Snapshot>,
+    dynamic: Mutex<Dynamic>,
+    counters: Mutex<HashMap<String, Arc<ProviderCounters>>>,
+    generation: AtomicU64,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Local backend statistics.
+    pub inference: InferenceStats,
+    /// Set once SIGTERM arrived: readiness fails, responses close their connections.
+    pub shutting_down: AtomicBool,
+    /// Access log writer.
+    pub access_log: AccessLog,
+    /// Wakes model discovery at once (after a local backend change).
+    pub discovery_kick: tokio::sync::Notify,
+}
+
+/// Prefers an IPv4 address: local servers often listen on 0.0.0.0 only.
+fn pick_addr(addrs: impl Iterator<Item = SocketAddr>) -> Option<SocketAddr> {
+    let all: Vec<SocketAddr> = addrs.collect();
+    all.iter().find(|a| a.is_ipv4()).or(all.first()).copied()
+}
+
+impl Hub {
+    /// Builds the hub and its first snapshot. Resolves upstream hosts (blocking: call at
+    /// start-up only).
+    pub fn new(settings: Settings, access_log: AccessLog) -> Arc<Self> {
+        let hub = Arc::new(Self {
+            settings,
+            current: ArcSwap::from_pointee(Snapshot {
+                generation: 0,
+                providers: Vec::new(),
+                route: RouteTable::default(),
+                local: None,
+                max_body: 0,
+                metric_models: HashSet::new(),
+            }),
+            dynamic: Mutex::new(Dynamic::default()),
+            counters: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            metrics: Metrics::new(),
+            inference: InferenceStats::new(),
+            shutting_down: AtomicBool::new(false),
+            access_log,
+            discovery_kick: tokio::sync::Notify::new(),
+        });
+        for (host, port) in hub.hosts() {
+            if let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)) {
+                if let Some(a) = pick_addr(addrs) {
+                    hub.dynamic.lock().resolved.insert((host, port), a);
+                }
+            }
+        }
+        if let Err(e) = hub.rebuild() {
+            log::error!("initial snapshot invalid: {e}");
+        }
+        hub
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// A cheap guard to the current snapshot (no refcount change).
+    pub fn snapshot_guard(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// Every upstream (host, port) the current settings and overrides name.
+    pub fn hosts(&self) -> Vec<(String, u16)> {
+        let mut out = Vec::new();
+        if let Ok(Some(l)) = self.local_settings() {
+            out.push((l.url.host.clone(), l.url.port));
+        }
+        for p in &self.settings.providers {
+            if let Some(u) = &p.base_url {
+                out.push((u.host.clone(), u.port));
+            }
+        }
+        out
+    }
+
+    /// Records a resolved address; returns whether it changed.
+    pub fn set_resolved(&self, host: String, port: u16, addr: SocketAddr) -> bool {
+        let mut d = self.dynamic.lock();
+        d.resolved.insert((host, port), addr) != Some(addr)
+    }
+
+    /// Resolves every upstream host without blocking the runtime; rebuilds the snapshot
+    /// when an address changed.
+    pub async fn resolve_all(&self) {
+        let mut changed = false;
+        for (host, port) in self.hosts() {
+            if host.parse::<std::net::IpAddr>().is_ok() {
+                if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+                    changed |= self.set_resolved(host, port, SocketAddr::new(ip, port));
+                }
+                continue;
+            }
+            let found = tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map(|addrs| pick_addr(addrs));
+            match found {
+                Ok(Some(a)) => changed |= self.set_resolved(host, port, a),
+                Ok(None) => {}
+                Err(e) => log::warn!("cannot resolve {host}: {e}"),
+            }
+        }
+        if changed {
+            if let Err(e) = self.rebuild() {
+                log::error!("snapshot rebuild after DNS change failed: {e}");
+            }
+        }
+    }
+
+    /// The current runtime overrides.
+    pub fn overrides(&self) -> RuntimeOverrides {
+        self.dynamic.lock().overrides.clone()
+    }
+
+    /// Replaces the runtime overrides and rebuilds. If the local backend's kind or URL
+    /// changed, the discovered models are forgotten (the caller re-discovers). On an
+    /// invalid result the previous overrides and snapshot stay.
+    pub fn set_overrides(&self, o: RuntimeOverrides) -> Result<bool, String> {
+        let (old, backend_changed) = {
+            let mut d = self.dynamic.lock();
+            if d.overrides == o {
+                return Ok(false);
+            }
+            let changed = d.overrides.kind != o.kind || d.overrides.url != o.url;
+            let old = std::mem::replace(&mut d.overrides, o);
+            (old, changed)
+        };
+        match self.local_settings() {
+            Ok(_) => {}
+            Err(e) => {
+                self.dynamic.lock().overrides = old;
+                self.metrics.config_reloads.with_label_values(&["invalid"]).inc();
+                return Err(e);
+            }
+        }
+        if backend_changed {
+            self.dynamic.lock().discovered.clear();
+        }
+        self.rebuild()?;
+        Ok(backend_changed)
+    }
+
+    /// Records the local backend's discovered models; rebuilds when they changed.
+    pub fn set_discovered(&self, mut models: Vec<String>) -> Result<bool, String> {
+        models.sort();
+        models.dedup();
+        {
+            let mut d = self.dynamic.lock();
+            if d.discovered == models {
+                return Ok(false);
+            }
+            d.discovered = models;
+        }
+        self.rebuild()?;
+        Ok(true)
+    }
+
+    /// The effective local backend: file settings with runtime overrides applied.
+    pub fn local_settings(&self) -> Result<Option<LocalSettings>, String> {
+        let o = self.dynamic.lock().overrides.clone();
+        let base = self.settings.local.clone();
+        let kind = o.kind.or(base.as_ref().map(|l| l.kind)).unwrap_or(LocalKind::None);
+        if kind == LocalKind::None {
+            return Ok(None);
+        }
+        let url = match o.url.as_deref().filter(|u| !u.is_empty()) {
+            Some(u) => BaseUrl::parse(u, "config:inference.url").map_err(|e| e.to_string())?,
+            None => match (&base, o.kind) {
+                // The file's URL belongs to the file's kind.
+                (Some(b), None) => b.url.clone(),
+                (Some(b), Some(k)) if k == b.kind => b.url.clone(),
+                _ => BaseUrl::parse(
+                    kind.default_url().ok_or_else(|| {
+                        "config:inference.url is required for backend `custom`".to_string()
+                    })?,
+                    "config:inference.url",
+                )
+                .map_err(|e| e.to_string())?,
+            },
+        };
+        let mut l = base.unwrap_or(LocalSettings {
+            kind,
+            url: url.clone(),
+            auth: None,
+            extra_headers: Vec::new(),
+            models: Vec::new(),
+            discovery_interval: Duration::from_secs(30),
+        });
+        l.kind = kind;
+        l.url = url;
+        if let Some(a) = o.auth.filter(|a| !a.expose().is_empty()) {
+            l.auth = Some(a);
+        }
+        Ok(Some(l))
+    }
+
+    fn counters_for(&self, name: &str) -> Arc<ProviderCounters> {
+        self.counters
+            .lock()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Builds a snapshot from the settings and dynamic state and swaps it in.
+    pub fn rebuild(&self) -> Result<(), String> {
+        match self.build() {
+            Ok(mut snap) => {
+                snap.generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                let ready = snap
+                    .local
+                    .as_ref()
+                    .is_some_and(|l| l.state == LocalState::Ready);
+                self.metrics.local_ready.set(i64::from(ready));
+                self.metrics
+                    .local_models
+                    .set(snap.local.as_ref().map_or(0, |l| l.models.len() as i64));
+                self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+                self.current.store(Arc::new(snap));
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.config_reloads.with_label_values(&["invalid"]).inc();
+                Err(e)
+            }
+        }
+    }
+
+    fn build(&self) -> Result<Snapshot, String> {
+        let s = &self.settings;
+        let local = self.local_settings()?;
+        let (overrides, discovered, resolved) = {
+            let d = self.dynamic.lock();
+            (d.overrides.clone(), d.discovered.clone(), d.resolved.clone())
+        };
+        let timeouts = Timeouts {
+            connect: s.server.connect_timeout,
+            read: s.server.upstream_read_timeout,
+            idle: s.server.upstream_idle_timeout,
+        };
+        let mut providers = Vec::new();
+        let mut route_providers = Vec::new();
+        let mut local_view = None;
+        let mut metric_models: HashSet<String> = HashSet::new();
+
+        if let Some(l) = &local {
+            let auth = l.auth.as_ref().map(|a| a.expose().to_string());
+            let up = build_upstream(
+                &l.url,
+                &format!("{}/v1", l.url.path),
+                auth.as_deref(),
+                &l.extra_headers,
+                resolved.get(&(l.url.host.clone(), l.url.port)).copied(),
+                &timeouts,
+            )?;
+            let mut listed: Vec<String> = discovered.clone();
+            listed.extend(l.models.iter().filter(|m| Pattern::new(m).is_exact()).cloned());
+            listed.sort();
+            listed.dedup();
+            metric_models.extend(listed.iter().cloned());
+            local_view = Some(LocalView {
+                index: providers.len(),
+                kind: l.kind,
+                url: up.display.clone(),
+                state: overrides.state.unwrap_or_default(),
+                models: discovered.clone(),
+            });
+            route_providers.push(RouteProvider {
+                name: "local".into(),
+                class: Class::Local,
+                patterns: l.models.iter().map(|m| Pattern::new(m)).collect(),
+            });
+            providers.push(Provider {
+                name: "local".into(),
+                kind: l.kind.as_str(),
+                class: Class::Local,
+                upstream: Some(up),
+                mock: None,
+                counters: self.counters_for("local"),
+                listed_models: listed,
+                inject_usage: s.routing.inject_stream_usage,
+            });
+        }
+
+        for p in &s.providers {
+            let patterns: Vec<Pattern> = p.models.iter().map(|m| Pattern::new(m)).collect();
+            let listed: Vec<String> = p
+                .models
+                .iter()
+                .filter(|m| Pattern::new(m).is_exact())
+                .cloned()
+                .collect();
+            metric_models.extend(listed.iter().cloned());
+            let (class, upstream, mock) = match (&p.kind, &p.base_url) {
+                (ProviderKind::Mock, _) => (
+                    Class::InProcess,
+                    None,
+                    Some(MockSpec {
+                        reply: p.mock_reply.clone(),
+                        itl: p.mock_itl,
+                    }),
+                ),
+                (_, Some(u)) => {
+                    let auth = p.api_key.as_ref().map(|k| format!("Bearer {}", k.expose()));
+                    let up = build_upstream(
+                        u,
+                        &u.path,
+                        auth.as_deref(),
+                        &p.extra_headers,
+                        resolved.get(&(u.host.clone(), u.port)).copied(),
+                        &timeouts,
+                    )?;
+                    (Class::Cloud, Some(up), None)
+                }
+                (_, None) => return Err(format!("provider {} has no base_url", p.name)),
+            };
+            route_providers.push(RouteProvider {
+                name: p.name.clone(),
+                class,
+                patterns,
+            });
+            providers.push(Provider {
+                name: p.name.clone(),
+                kind: p.kind.as_str(),
+                class,
+                upstream,
+                mock,
+                counters: self.counters_for(&p.name),
+                listed_models: listed,
+                inject_usage: s.routing.inject_stream_usage,
+            });
+        }
+        if providers.len() > u16::MAX as usize {
+            return Err("too many providers".into());
+        }
+        metric_models.extend(s.routing.aliases.keys().cloned());
+        let route = RouteTable {
+            providers: route_providers,
+            aliases: s.routing.aliases.clone().into_iter().collect(),
+            local_models: discovered.into_iter().collect(),
+            local: local_view.as_ref().map(|l| l.index),
+            strategy: overrides.strategy.unwrap_or(s.routing.strategy),
+        };
+        if let Some(l) = local_view.as_mut() {
+            l.models = route.local_models.iter().cloned().collect();
+            l.models.sort();
+        }
+        Ok(Snapshot {
+            generation: 0,
+            providers,
+            route,
+            local: local_view,
+            max_body: s.server.max_body_bytes,
+            metric_models,
+        })
+    }
+}
+
+struct Timeouts {
+    connect: Duration,
+    read: Duration,
+    idle: Duration,
+}
+
+fn build_upstream(
+    url: &BaseUrl,
+    base_path: &str,
+    auth: Option<&str>,
+    extra: &[(String, String)],
+    addr: Option<SocketAddr>,
+    t: &Timeouts,
+) -> Result<Upstream, String> {
+    let peer = addr.map(|a| {
+        let mut p = HttpPeer::new(a, url.tls, if url.tls { url.host.clone() } else { String::new() });
+        p.options.connection_timeout = Some(t.connect);
+        p.options.total_connection_timeout = Some(t.connect * 2);
+        p.options.read_timeout = Some(t.read);
+        p.options.write_timeout = Some(t.read);
+        p.options.idle_timeout = Some(t.idle);
+        p.options.alpn = ALPN::H1;
+        p
+    });
+    let host = HeaderValue::from_str(&url.authority()).map_err(|_| format!("bad host {}", url.host))?;
+    let mk = |suffix: &str| -> Result<Uri, String> {
+        format!("{base_path}{suffix}")
+            .parse::<Uri>()
+            .map_err(|e| format!("bad upstream path {base_path}{suffix}: {e}"))
+    };
+    let suffixes = ["/chat/completions", "/completions", "/embeddings", "/models"];
+    let mut uris: Vec<Uri> = Vec::with_capacity(4);
+    let mut standard = [false; 4];
+    for (i, s) in suffixes.iter().enumerate() {
+        let u = mk(s)?;
+        standard[i] = u.path() == format!("/v1{s}");
+        uris.push(u);
+    }
+    let uris: [Uri; 4] = uris
+        .try_into()
+        .map_err(|_| "internal: uri table".to_string())?;
+    let auth = match auth {
+        Some(a) => {
+            let mut v = HeaderValue::from_str(a).map_err(|_| "auth header is not a valid header value".to_string())?;
+            v.set_sensitive(true);
+            Some(v)
+        }
+        None => None,
+    };
+    let mut extra_headers = Vec::with_capacity(extra.len());
+    for (k, v) in extra {
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("bad header name {k}"))?;
+        let mut value = HeaderValue::from_str(v).map_err(|_| format!("bad value for header {k}"))?;
+        if name == http::header::AUTHORIZATION {
+            value.set_sensitive(true);
+        }
+        extra_headers.push((name, value));
+    }
+    Ok(Upstream {
+        peer,
+        host,
+        base_path: base_path.to_string(),
+        uris,
+        uri_is_standard: standard,
+        auth,
+        extra_headers,
+        display: format!(
+            "{}://{}{}",
+            if url.tls { "https" } else { "http" },
+            url.authority(),
+            url.path
+        ),
+    })
+}
