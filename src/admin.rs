@@ -52,7 +52,9 @@ impl Admin {
     fn stats(&self) -> serde_json::Value {
         let snap = self.hub.snapshot();
         let backend = match &snap.local {
-            Some(l) => json!({"kind": l.kind.as_str(), "url": l.url, "state": l.state.as_str(), "models": l.models}),
+            Some(l) => {
+                json!({"kind": l.kind.as_str(), "url": l.url, "state": l.state.as_str(), "models": l.models})
+            }
             None => json!({"kind": "none"}),
         };
         self.hub.inference.report(backend)
@@ -61,17 +63,23 @@ impl Admin {
 
 fn reply(status: u16, ctype: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut r = Response::new(body);
-    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *r.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     if let Ok(v) = http::HeaderValue::from_str(ctype) {
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
     let len = r.body().len();
-    r.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
     r
 }
 
 fn json_reply(status: u16, v: &serde_json::Value) -> Response<Vec<u8>> {
-    reply(status, "application/json", serde_json::to_vec(v).unwrap_or_default())
+    reply(
+        status,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
 }
 
 #[async_trait]

@@ -45,11 +45,17 @@ pub async fn discover(client: &reqwest::Client, l: &LocalSettings) -> Result<Vec
     for (k, v) in &l.extra_headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    let resp = req.send().await.map_err(|e| format!("{url}: {}", without_url(&e)))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", without_url(&e)))?;
     if !resp.status().is_success() {
         return Err(format!("{url}: status {}", resp.status()));
     }
-    let v: Value = resp.json().await.map_err(|e| format!("{url}: {}", without_url(&e)))?;
+    let v: Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("{url}: {}", without_url(&e)))?;
     let (list, key) = if l.kind == LocalKind::Ollama {
         (v.get("models"), "name")
     } else {
@@ -145,7 +151,11 @@ impl BackgroundService for Discovery {
                 .flatten()
                 .map_or(Duration::from_secs(30), |l| l.discovery_interval);
             // Retry quickly while the backend has not answered yet.
-            let wait = if last_error.is_some() { period.min(Duration::from_secs(2)) } else { period };
+            let wait = if last_error.is_some() {
+                period.min(Duration::from_secs(2))
+            } else {
+                period
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.hub.discovery_kick.notified() => {}

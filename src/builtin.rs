@@ -41,9 +41,18 @@ pub async fn answer(session: &mut Session, spec: &MockSpec, req: MockRequest<'_>
 
     if req.endpoint == Endpoint::Embeddings {
         let n = mockgen::embedding_inputs(req.body);
-        let seed = req.body.iter().fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(*b)));
+        let seed = req
+            .body
+            .iter()
+            .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(*b)));
         let doc = mockgen::embeddings(req.model, n, 16, seed, prompt);
-        write_whole(session, req.request_id, "application/json", Bytes::from(doc)).await?;
+        write_whole(
+            session,
+            req.request_id,
+            "application/json",
+            Bytes::from(doc),
+        )
+        .await?;
         return Ok(Usage {
             prompt_tokens: prompt,
             completion_tokens: 0,
@@ -77,10 +86,20 @@ pub async fn answer(session: &mut Session, spec: &MockSpec, req: MockRequest<'_>
 
     if !req.stream {
         let doc = match kind {
-            StreamKind::Chat => mockgen::chat_completion(&id, req.model, created, &text, prompt, completion),
-            StreamKind::Text => mockgen::text_completion(&id, req.model, created, &text, prompt, completion),
+            StreamKind::Chat => {
+                mockgen::chat_completion(&id, req.model, created, &text, prompt, completion)
+            }
+            StreamKind::Text => {
+                mockgen::text_completion(&id, req.model, created, &text, prompt, completion)
+            }
         };
-        write_whole(session, req.request_id, "application/json", Bytes::from(doc)).await?;
+        write_whole(
+            session,
+            req.request_id,
+            "application/json",
+            Bytes::from(doc),
+        )
+        .await?;
         return Ok(usage);
     }
 
@@ -97,7 +116,9 @@ pub async fn answer(session: &mut Session, spec: &MockSpec, req: MockRequest<'_>
         include_usage: req.include_usage,
     };
     if let Some(r) = b.role_chunk() {
-        session.write_response_body(Some(Bytes::from(r)), false).await?;
+        session
+            .write_response_body(Some(Bytes::from(r)), false)
+            .await?;
     }
     for t in &tokens {
         if !spec.itl.is_zero() {
@@ -112,11 +133,18 @@ pub async fn answer(session: &mut Session, spec: &MockSpec, req: MockRequest<'_>
         tail.extend_from_slice(&b.usage_chunk(prompt, completion));
     }
     tail.extend_from_slice(mockgen::SSE_DONE);
-    session.write_response_body(Some(Bytes::from(tail)), true).await?;
+    session
+        .write_response_body(Some(Bytes::from(tail)), true)
+        .await?;
     Ok(usage)
 }
 
-async fn write_whole(session: &mut Session, request_id: &str, ctype: &str, body: Bytes) -> Result<()> {
+async fn write_whole(
+    session: &mut Session,
+    request_id: &str,
+    ctype: &str,
+    body: Bytes,
+) -> Result<()> {
     let mut resp = ResponseHeader::build(200, Some(4))?;
     resp.insert_header("content-type", ctype)?;
     resp.insert_header("content-length", body.len())?;

@@ -382,7 +382,11 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn cerr(path: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+fn cerr(
+    path: impl Into<String>,
+    value: impl Into<String>,
+    reason: impl Into<String>,
+) -> ConfigError {
     ConfigError {
         path: path.into(),
         value: value.into(),
@@ -530,6 +534,9 @@ pub struct ProviderSettings {
     pub mock_itl: Duration,
     /// Registered from an environment variable rather than the file.
     pub auto_detected: bool,
+    /// The `api_key_env` variable that was not set: the provider stays configured but
+    /// takes no requests.
+    pub missing_key_env: Option<String>,
 }
 
 /// Validated routing settings.
@@ -558,6 +565,9 @@ pub struct Settings {
     pub log: LogFile,
     /// Environment variables whose providers were auto-registered.
     pub detected: Vec<&'static str>,
+    /// Things that are valid but probably not what was meant (printed by `check` and at
+    /// start-up).
+    pub warnings: Vec<String>,
 }
 
 /// A cloud provider that can be registered from its credential variable.
@@ -582,9 +592,21 @@ pub const KNOWN_PROVIDERS: &[KnownProvider] = &[
         base_url: "https://api.openai.com/v1",
         base_url_env: "OPENAI_BASE_URL",
         models: &[
-            "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o3-mini",
-            "text-embedding-3-small", "text-embedding-3-large", "gpt-4*", "gpt-5*",
-            "gpt-3.5*", "o1*", "o3*", "o4*", "chatgpt-*", "text-embedding-*",
+            "gpt-4o",
+            "gpt-4o-mini",
+            "gpt-4.1",
+            "gpt-4.1-mini",
+            "o3-mini",
+            "text-embedding-3-small",
+            "text-embedding-3-large",
+            "gpt-4*",
+            "gpt-5*",
+            "gpt-3.5*",
+            "o1*",
+            "o3*",
+            "o4*",
+            "chatgpt-*",
+            "text-embedding-*",
         ],
     },
     KnownProvider {
@@ -592,21 +614,37 @@ pub const KNOWN_PROVIDERS: &[KnownProvider] = &[
         env: "ANTHROPIC_API_KEY",
         base_url: "https://api.anthropic.com/v1",
         base_url_env: "ANTHROPIC_BASE_URL",
-        models: &["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", "claude-*"],
+        models: &[
+            "claude-sonnet-4-5",
+            "claude-haiku-4-5",
+            "claude-opus-4-1",
+            "claude-*",
+        ],
     },
     KnownProvider {
         kind: ProviderKind::Gemini,
         env: "GEMINI_API_KEY",
         base_url: "https://generativelanguage.googleapis.com/v1beta/openai",
         base_url_env: "GEMINI_BASE_URL",
-        models: &["gemini-2.5-flash", "gemini-2.5-pro", "gemini-*", "text-embedding-004"],
+        models: &[
+            "gemini-2.5-flash",
+            "gemini-2.5-pro",
+            "gemini-*",
+            "text-embedding-004",
+        ],
     },
     KnownProvider {
         kind: ProviderKind::Groq,
         env: "GROQ_API_KEY",
         base_url: "https://api.groq.com/openai/v1",
         base_url_env: "GROQ_BASE_URL",
-        models: &["llama-3.3-70b-versatile", "llama-3.1-8b-instant", "llama-*", "gemma*", "mixtral-*"],
+        models: &[
+            "llama-3.3-70b-versatile",
+            "llama-3.1-8b-instant",
+            "llama-*",
+            "gemma*",
+            "mixtral-*",
+        ],
     },
     KnownProvider {
         kind: ProviderKind::Cerebras,
@@ -642,7 +680,10 @@ fn parse_addr(s: &str, path: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| cerr(path, s, "resolves to no address"))
 }
 
-fn check_headers(h: &BTreeMap<String, String>, path: &str) -> Result<Vec<(String, String)>, ConfigError> {
+fn check_headers(
+    h: &BTreeMap<String, String>,
+    path: &str,
+) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::with_capacity(h.len());
     for (k, v) in h {
         http::HeaderName::from_bytes(k.as_bytes())
@@ -667,7 +708,10 @@ fn check_patterns(models: &[String], path: &str) -> Result<(), ConfigError> {
 impl Settings {
     /// Parses and validates a TOML document. `env` looks up environment variables (so
     /// tests need not touch the process environment).
-    pub fn from_toml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn from_toml(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let de = toml::Deserializer::new(text);
         let file: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -680,16 +724,27 @@ impl Settings {
                     format!(" (line {line})")
                 })
                 .unwrap_or_default();
-            cerr(if path == "." { String::new() } else { path }, "", format!("{msg}{at}"))
+            cerr(
+                if path == "." { String::new() } else { path },
+                "",
+                format!("{msg}{at}"),
+            )
         })?;
         Self::from_file(file, env)
     }
 
     /// Validates a parsed file.
-    pub fn from_file(f: FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn from_file(
+        f: FileConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let s = &f.server;
         if s.threads == 0 || s.threads > 256 {
-            return Err(cerr("server.threads", s.threads.to_string(), "must be between 1 and 256"));
+            return Err(cerr(
+                "server.threads",
+                s.threads.to_string(),
+                "must be between 1 and 256",
+            ));
         }
         if s.max_body_bytes == 0 {
             return Err(cerr("server.max_body_bytes", "0", "must be positive"));
@@ -698,7 +753,11 @@ impl Settings {
             return Err(cerr("server.connect_timeout_ms", "0", "must be positive"));
         }
         if s.upstream_read_timeout_secs == 0 {
-            return Err(cerr("server.upstream_read_timeout_secs", "0", "must be positive"));
+            return Err(cerr(
+                "server.upstream_read_timeout_secs",
+                "0",
+                "must be positive",
+            ));
         }
         let tls = match (&s.tls_cert, &s.tls_key) {
             (Some(c), Some(k)) => {
@@ -711,13 +770,21 @@ impl Settings {
             }
             (None, None) => None,
             (Some(c), None) => {
-                return Err(cerr("server.tls_key", "", format!("required with tls_cert {}", c.display())))
+                return Err(cerr(
+                    "server.tls_key",
+                    "",
+                    format!("required with tls_cert {}", c.display()),
+                ))
             }
             (None, Some(_)) => return Err(cerr("server.tls_cert", "", "required with tls_key")),
         };
         if let Some(ca) = &s.ca_file {
             if !ca.exists() {
-                return Err(cerr("server.ca_file", ca.display().to_string(), "file does not exist"));
+                return Err(cerr(
+                    "server.ca_file",
+                    ca.display().to_string(),
+                    "file does not exist",
+                ));
             }
         }
         let server = ServerSettings {
@@ -738,46 +805,82 @@ impl Settings {
             write_buffer_bytes: s.write_buffer_bytes.clamp(1460, 1 << 20),
         };
         if server.listen == server.admin_listen && server.listen.port() != 0 {
-            return Err(cerr("server.admin_listen", s.admin_listen.as_str(), "must differ from server.listen"));
+            return Err(cerr(
+                "server.admin_listen",
+                s.admin_listen.as_str(),
+                "must differ from server.listen",
+            ));
         }
 
-        let local = Self::local(&f.local, env)?;
+        let mut warnings = Vec::new();
+        let local = Self::local(&f.local, env, &mut warnings)?;
 
         let mut providers: Vec<ProviderSettings> = Vec::new();
         for (i, p) in f.providers.iter().enumerate() {
             let path = format!("providers[{i}]");
             if p.name.is_empty() || p.name.contains('/') || p.name.contains(char::is_whitespace) {
-                return Err(cerr(format!("{path}.name"), p.name.as_str(), "must be non-empty without '/' or spaces"));
+                return Err(cerr(
+                    format!("{path}.name"),
+                    p.name.as_str(),
+                    "must be non-empty without '/' or spaces",
+                ));
             }
             if p.name == "local" {
-                return Err(cerr(format!("{path}.name"), "local", "`local` is the local backend's name"));
+                return Err(cerr(
+                    format!("{path}.name"),
+                    "local",
+                    "`local` is the local backend's name",
+                ));
             }
             if providers.iter().any(|q| q.name == p.name) {
-                return Err(cerr(format!("{path}.name"), p.name.as_str(), "duplicate provider name"));
+                return Err(cerr(
+                    format!("{path}.name"),
+                    p.name.as_str(),
+                    "duplicate provider name",
+                ));
             }
             let std = known(p.kind);
             let base_url = if p.kind == ProviderKind::Mock {
                 None
             } else {
-                let raw = p.base_url.as_deref().or(std.map(|k| k.base_url)).ok_or_else(|| {
-                    cerr(format!("{path}.base_url"), "", "required for this kind")
-                })?;
+                let raw = p
+                    .base_url
+                    .as_deref()
+                    .or(std.map(|k| k.base_url))
+                    .ok_or_else(|| {
+                        cerr(format!("{path}.base_url"), "", "required for this kind")
+                    })?;
                 Some(BaseUrl::parse(raw, &format!("{path}.base_url"))?)
             };
+            let mut missing_key_env = None;
             let api_key = match (&p.api_key, &p.api_key_env) {
                 (Some(k), _) => Some(k.clone()),
-                (None, Some(var)) => Some(Secret::new(env(var).ok_or_else(|| {
-                    cerr(format!("{path}.api_key_env"), var.as_str(), "environment variable is not set")
-                })?)),
+                (None, Some(var)) => match env(var).filter(|v| !v.is_empty()) {
+                    Some(v) => Some(Secret::new(v)),
+                    None => {
+                        warnings.push(format!(
+                            "{path}.api_key_env: {var} is not set; provider {} takes no requests",
+                            p.name
+                        ));
+                        missing_key_env = Some(var.clone());
+                        None
+                    }
+                },
                 (None, None) => std.and_then(|k| env(k.env)).map(Secret::new),
             };
             let models = match &p.models {
                 Some(m) => m.clone(),
-                None => std.map(|k| k.models.iter().map(|s| s.to_string()).collect()).unwrap_or_default(),
+                None => std
+                    .map(|k| k.models.iter().map(|s| s.to_string()).collect())
+                    .unwrap_or_default(),
             };
             check_patterns(&models, &format!("{path}.models"))?;
             if models.is_empty() && p.kind == ProviderKind::Mock {
-                return Err(cerr(format!("{path}.models"), "", "a mock provider needs at least one model"));
+                return Err(cerr(
+                    format!("{path}.models"),
+                    "",
+                    "a mock provider needs at least one model",
+                ));
             }
             providers.push(ProviderSettings {
                 name: p.name.clone(),
@@ -789,6 +892,7 @@ impl Settings {
                 mock_reply: p.mock_reply.clone().unwrap_or_else(|| "echo".into()),
                 mock_itl: Duration::from_millis(p.mock_itl_ms.unwrap_or(15)),
                 auto_detected: false,
+                missing_key_env,
             });
         }
 
@@ -799,7 +903,9 @@ impl Settings {
                 if providers.iter().any(|p| p.kind == k.kind || p.name == name) {
                     continue;
                 }
-                let Some(key) = env(k.env).filter(|v| !v.is_empty()) else { continue };
+                let Some(key) = env(k.env).filter(|v| !v.is_empty()) else {
+                    continue;
+                };
                 let raw = env(k.base_url_env).unwrap_or_else(|| k.base_url.to_string());
                 let base = BaseUrl::parse(&raw, k.base_url_env)?;
                 detected.push(k.env);
@@ -813,13 +919,18 @@ impl Settings {
                     mock_reply: String::new(),
                     mock_itl: Duration::ZERO,
                     auto_detected: true,
+                    missing_key_env: None,
                 });
             }
         }
 
         for (alias, target) in &f.routing.aliases {
             if target.is_empty() {
-                return Err(cerr(format!("routing.aliases.{alias}"), "", "alias target is empty"));
+                return Err(cerr(
+                    format!("routing.aliases.{alias}"),
+                    "",
+                    "alias target is empty",
+                ));
             }
         }
 
@@ -834,10 +945,15 @@ impl Settings {
             },
             log: f.log,
             detected,
+            warnings,
         })
     }
 
-    fn local(l: &LocalFile, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<LocalSettings>, ConfigError> {
+    fn local(
+        l: &LocalFile,
+        env: &dyn Fn(&str) -> Option<String>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<LocalSettings>, ConfigError> {
         if l.kind == LocalKind::None {
             return Ok(None);
         }
@@ -852,9 +968,15 @@ impl Settings {
         let url = BaseUrl::parse(&raw, "local.url")?;
         let auth = match (&l.auth_header, &l.auth_header_env) {
             (Some(a), _) => Some(a.clone()),
-            (None, Some(var)) => Some(Secret::new(env(var).ok_or_else(|| {
-                cerr("local.auth_header_env", var.as_str(), "environment variable is not set")
-            })?)),
+            (None, Some(var)) => match env(var).filter(|v| !v.is_empty()) {
+                Some(v) => Some(Secret::new(v)),
+                None => {
+                    warnings.push(format!(
+                        "local.auth_header_env: {var} is not set; requests to the local backend carry no Authorization"
+                    ));
+                    None
+                }
+            },
             (None, None) => None,
         };
         if let Some(a) = &auth {
@@ -879,8 +1001,13 @@ impl Settings {
         match path {
             None => Self::from_toml(DEFAULT_CONFIG, &env),
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| cerr("", p.display().to_string(), format!("cannot read the file: {e}")))?;
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    cerr(
+                        "",
+                        p.display().to_string(),
+                        format!("cannot read the file: {e}"),
+                    )
+                })?;
                 Self::from_toml(&text, &env)
             }
         }
@@ -901,13 +1028,17 @@ mod tests {
         assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.server.admin_listen.to_string(), "127.0.0.1:9901");
         assert!(s.local.is_none());
-        assert!(s.providers.iter().any(|p| p.kind == ProviderKind::Mock && p.models.contains(&"mock".to_string())));
+        assert!(s
+            .providers
+            .iter()
+            .any(|p| p.kind == ProviderKind::Mock && p.models.contains(&"mock".to_string())));
     }
 
     #[test]
     fn unknown_field_names_its_path() {
-        let e = Settings::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nthreadz = 2\n", &no_env).unwrap_err();
-        assert_eq!(e.path, "server");
+        let e = Settings::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nthreadz = 2\n", &no_env)
+            .unwrap_err();
+        assert_eq!(e.path, "server.threadz");
         assert!(e.reason.contains("threadz"), "{e}");
     }
 
@@ -916,13 +1047,15 @@ mod tests {
         let e = Settings::from_toml("[routing]\nstrategy = \"fastest\"\n", &no_env).unwrap_err();
         assert_eq!(e.path, "routing.strategy");
         assert!(e.reason.contains("fastest"), "{e}");
-        let e = Settings::from_toml("[[providers]]\nname=\"a\"\nkind=\"nope\"\n", &no_env).unwrap_err();
+        let e =
+            Settings::from_toml("[[providers]]\nname=\"a\"\nkind=\"nope\"\n", &no_env).unwrap_err();
         assert_eq!(e.path, "providers[0].kind");
     }
 
     #[test]
     fn semantic_errors() {
-        let e = Settings::from_toml("[local]\nkind=\"vllm\"\nurl=\"ftp://x\"\n", &no_env).unwrap_err();
+        let e =
+            Settings::from_toml("[local]\nkind=\"vllm\"\nurl=\"ftp://x\"\n", &no_env).unwrap_err();
         assert_eq!(e.path, "local.url");
         assert_eq!(e.value, "ftp://x");
         let e = Settings::from_toml("[server]\nthreads = 0\n", &no_env).unwrap_err();
@@ -933,12 +1066,13 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.path, "providers[0].base_url");
-        let e = Settings::from_toml(
+        let s = Settings::from_toml(
             "[[providers]]\nname=\"x\"\nkind=\"openai\"\napi_key_env=\"NOPE_KEY\"\n",
             &no_env,
         )
-        .unwrap_err();
-        assert_eq!(e.path, "providers[0].api_key_env");
+        .unwrap();
+        assert_eq!(s.providers[0].missing_key_env.as_deref(), Some("NOPE_KEY"));
+        assert!(s.warnings[0].contains("NOPE_KEY"));
         let e = Settings::from_toml("[local]\nkind=\"custom\"\n", &no_env).unwrap_err();
         assert_eq!(e.path, "local.url");
     }
@@ -956,7 +1090,10 @@ mod tests {
         let openai = s.providers.iter().find(|p| p.name == "openai").unwrap();
         assert_eq!(openai.base_url.as_ref().unwrap().port, 9);
         assert_eq!(openai.api_key.as_ref().unwrap().expose(), "sk-secret");
-        assert!(!format!("{s:?}").contains("sk-secret"), "secrets must not print");
+        assert!(
+            !format!("{s:?}").contains("sk-secret"),
+            "secrets must not print"
+        );
         let s = Settings::from_toml("[routing]\nauto_detect = false\n", &env).unwrap();
         assert!(s.providers.is_empty());
     }

@@ -59,6 +59,9 @@ fn main() -> ExitCode {
             let path = config.or(cli.config);
             match Settings::load(path.as_deref()) {
                 Ok(s) => {
+                    for w in &s.warnings {
+                        eprintln!("warning: {w}");
+                    }
                     println!(
                         "configuration ok: {} provider(s), local backend {}",
                         s.providers.len(),

@@ -312,7 +312,9 @@ mod tests {
     #[test]
     fn render_has_our_metrics() {
         let m = Metrics::new();
-        m.requests.with_label_values(&["p", "m", "chat", "2xx"]).inc();
+        m.requests
+            .with_label_values(&["p", "m", "chat", "2xx"])
+            .inc();
         let text = String::from_utf8(m.render()).unwrap();
         assert!(text.contains("switchyard_requests_total"));
         assert_eq!(status_class(503), "5xx");

@@ -6,8 +6,23 @@ use serde_json::{json, Value};
 
 /// Words the canned reply cycles through.
 const WORDS: &[&str] = &[
-    "Hello!", "This", "is", "a", "mock", "response", "from", "the", "Switchyard", "test",
-    "model,", "streamed", "one", "token", "at", "a", "time.",
+    "Hello!",
+    "This",
+    "is",
+    "a",
+    "mock",
+    "response",
+    "from",
+    "the",
+    "Switchyard",
+    "test",
+    "model,",
+    "streamed",
+    "one",
+    "token",
+    "at",
+    "a",
+    "time.",
 ];
 
 /// `n` canned tokens (each a word followed by a space, the last without).
@@ -51,7 +66,14 @@ pub fn usage(prompt: u64, completion: u64) -> Value {
 }
 
 /// A non-streamed `chat.completion`.
-pub fn chat_completion(id: &str, model: &str, created: u64, content: &str, prompt: u64, completion: u64) -> Vec<u8> {
+pub fn chat_completion(
+    id: &str,
+    model: &str,
+    created: u64,
+    content: &str,
+    prompt: u64,
+    completion: u64,
+) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "id": id, "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
@@ -62,7 +84,14 @@ pub fn chat_completion(id: &str, model: &str, created: u64, content: &str, promp
 }
 
 /// A non-streamed `text_completion`.
-pub fn text_completion(id: &str, model: &str, created: u64, text: &str, prompt: u64, completion: u64) -> Vec<u8> {
+pub fn text_completion(
+    id: &str,
+    model: &str,
+    created: u64,
+    text: &str,
+    prompt: u64,
+    completion: u64,
+) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "id": id, "object": "text_completion", "created": created, "model": model,
         "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": "stop"}],
@@ -133,8 +162,12 @@ impl StreamBuilder<'_> {
     /// A chunk carrying `token`.
     pub fn token_chunk(&self, token: &str) -> Vec<u8> {
         let choice = match self.kind {
-            StreamKind::Chat => json!([{"index": 0, "delta": {"content": token}, "logprobs": null, "finish_reason": null}]),
-            StreamKind::Text => json!([{"index": 0, "text": token, "logprobs": null, "finish_reason": null}]),
+            StreamKind::Chat => {
+                json!([{"index": 0, "delta": {"content": token}, "logprobs": null, "finish_reason": null}])
+            }
+            StreamKind::Text => {
+                json!([{"index": 0, "text": token, "logprobs": null, "finish_reason": null}])
+            }
         };
         sse(&self.base(choice))
     }
@@ -142,8 +175,12 @@ impl StreamBuilder<'_> {
     /// The chunk with `finish_reason: stop`.
     pub fn finish_chunk(&self) -> Vec<u8> {
         let choice = match self.kind {
-            StreamKind::Chat => json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"}]),
-            StreamKind::Text => json!([{"index": 0, "text": "", "logprobs": null, "finish_reason": "stop"}]),
+            StreamKind::Chat => {
+                json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"}])
+            }
+            StreamKind::Text => {
+                json!([{"index": 0, "text": "", "logprobs": null, "finish_reason": "stop"}])
+            }
         };
         sse(&self.base(choice))
     }
@@ -160,7 +197,10 @@ impl StreamBuilder<'_> {
 pub fn embeddings(model: &str, n: usize, dim: usize, seed: u64, prompt: u64) -> Vec<u8> {
     let data: Vec<Value> = (0..n)
         .map(|i| {
-            let mut x = seed.wrapping_add(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut x = seed
+                .wrapping_add(i as u64)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                | 1;
             let v: Vec<f64> = (0..dim)
                 .map(|_| {
                     x ^= x << 13;
@@ -180,7 +220,10 @@ pub fn embeddings(model: &str, n: usize, dim: usize, seed: u64, prompt: u64) -> 
 }
 
 /// An OpenAI model list.
-pub fn model_list<'a>(models: impl IntoIterator<Item = (&'a str, &'a str)>, created: u64) -> Vec<u8> {
+pub fn model_list<'a>(
+    models: impl IntoIterator<Item = (&'a str, &'a str)>,
+    created: u64,
+) -> Vec<u8> {
     let data: Vec<Value> = models
         .into_iter()
         .map(|(id, owner)| json!({"id": id, "object": "model", "created": created, "owned_by": owner}))
@@ -238,7 +281,13 @@ mod tests {
     fn documents_parse() {
         let v: Value = serde_json::from_slice(&chat_completion("id", "m", 1, "hi", 2, 3)).unwrap();
         assert_eq!(v["usage"]["total_tokens"], 5);
-        let b = StreamBuilder { id: "x", model: "m", created: 1, kind: StreamKind::Chat, include_usage: true };
+        let b = StreamBuilder {
+            id: "x",
+            model: "m",
+            created: 1,
+            kind: StreamKind::Chat,
+            include_usage: true,
+        };
         let u = b.usage_chunk(1, 2);
         assert!(u.starts_with(b"data: {") && u.ends_with(b"\n\n"));
         let v: Value = serde_json::from_slice(&u[6..u.len() - 2]).unwrap();

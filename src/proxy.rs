@@ -179,7 +179,10 @@ impl Ctx {
 }
 
 /// Reads the whole request body, bounded by `limit`.
-async fn read_body(session: &mut Session, limit: usize) -> std::result::Result<Bytes, GatewayError> {
+async fn read_body(
+    session: &mut Session,
+    limit: usize,
+) -> std::result::Result<Bytes, GatewayError> {
     let declared = session
         .req_header()
         .headers
@@ -211,7 +214,9 @@ async fn read_body(session: &mut Session, limit: usize) -> std::result::Result<B
             .await
             .map_err(|e| GatewayError::BodyRead(e.etype().as_str().to_string()))?;
         let Some(chunk) = chunk else { break };
-        let so_far = buf.as_ref().map_or_else(|| first.as_ref().map_or(0, Bytes::len), BytesMut::len);
+        let so_far = buf
+            .as_ref()
+            .map_or_else(|| first.as_ref().map_or(0, Bytes::len), BytesMut::len);
         if so_far + chunk.len() > limit {
             return Err(GatewayError::BodyTooLarge(limit));
         }
@@ -219,7 +224,11 @@ async fn read_body(session: &mut Session, limit: usize) -> std::result::Result<B
             (Some(b), _) => b.extend_from_slice(&chunk),
             (None, None) => first = Some(chunk),
             (None, Some(f)) => {
-                let mut b = BytesMut::with_capacity(declared.unwrap_or(f.len() + chunk.len() * 4).max(f.len() + chunk.len()));
+                let mut b = BytesMut::with_capacity(
+                    declared
+                        .unwrap_or(f.len() + chunk.len() * 4)
+                        .max(f.len() + chunk.len()),
+                );
                 b.extend_from_slice(&f);
                 b.extend_from_slice(&chunk);
                 buf = Some(b);
@@ -279,7 +288,9 @@ impl Gateway {
         }
         ctx.status = status;
         let head_only = session.req_header().method == http::Method::HEAD;
-        session.write_response_header(Box::new(resp), head_only).await?;
+        session
+            .write_response_header(Box::new(resp), head_only)
+            .await?;
         if !head_only {
             session.write_response_body(Some(body), true).await?;
         }
@@ -287,7 +298,12 @@ impl Gateway {
     }
 
     /// Answers with a gateway error. Drains a small unread body to keep the connection.
-    async fn respond_error(&self, session: &mut Session, ctx: &mut Ctx, e: &GatewayError) -> Result<bool> {
+    async fn respond_error(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        e: &GatewayError,
+    ) -> Result<bool> {
         if matches!(e, GatewayError::BodyTooLarge(_) | GatewayError::BodyRead(_)) {
             session.set_keepalive(None);
         } else {
@@ -303,11 +319,21 @@ impl Gateway {
         if let GatewayError::MethodNotAllowed { allowed, .. } = e {
             extra.push(("allow", (*allowed).to_string()));
         }
-        if let GatewayError::RateLimited { retry_after_secs, .. } = e {
+        if let GatewayError::RateLimited {
+            retry_after_secs, ..
+        } = e
+        {
             extra.push(("retry-after", retry_after_secs.to_string()));
         }
-        self.respond(session, ctx, e.status(), "application/json", Bytes::from(e.body()), &extra)
-            .await?;
+        self.respond(
+            session,
+            ctx,
+            e.status(),
+            "application/json",
+            Bytes::from(e.body()),
+            &extra,
+        )
+        .await?;
         Ok(true)
     }
 
@@ -332,7 +358,10 @@ impl Gateway {
     fn no_backend_detail(snap: &Snapshot, ctx: &Ctx) -> String {
         let mut parts: Vec<String> = Vec::new();
         for (i, why) in &ctx.failures {
-            parts.push(format!("{} failed ({why})", snap.providers[*i as usize].name));
+            parts.push(format!(
+                "{} failed ({why})",
+                snap.providers[*i as usize].name
+            ));
         }
         for (i, skip) in &ctx.skipped {
             let name = &snap.providers[*i as usize].name;
@@ -344,7 +373,10 @@ impl Gateway {
         for &i in &ctx.candidates[ctx.next.min(ctx.candidates.len())..] {
             let p = &snap.providers[i as usize];
             if p.class == Class::InProcess {
-                parts.push(format!("{} skipped (in-process providers cannot take a fallback)", p.name));
+                parts.push(format!(
+                    "{} skipped (in-process providers cannot take a fallback)",
+                    p.name
+                ));
             }
         }
         if parts.is_empty() {
@@ -367,7 +399,11 @@ impl Gateway {
         }
         let p = &snap.providers[i as usize];
         p.counters.inflight.fetch_add(1, Ordering::Relaxed);
-        self.hub.metrics.inflight.with_label_values(&[p.name.as_str()]).inc();
+        self.hub
+            .metrics
+            .inflight
+            .with_label_values(&[p.name.as_str()])
+            .inc();
         ctx.inflight = Some(p.counters.clone());
         ctx.current = Some(i);
     }
@@ -425,30 +461,46 @@ impl ProxyHttp for Gateway {
         match endpoint {
             Endpoint::Health => {
                 drain_small_body(session).await;
-                self.respond(session, ctx, 200, "application/json", Bytes::from_static(b"{\"status\":\"ok\"}"), &[])
-                    .await?;
+                self.respond(
+                    session,
+                    ctx,
+                    200,
+                    "application/json",
+                    Bytes::from_static(b"{\"status\":\"ok\"}"),
+                    &[],
+                )
+                .await?;
                 return Ok(true);
             }
             Endpoint::Models => {
                 drain_small_body(session).await;
                 let list = self.models_list(&snap);
-                let doc = crate::mockgen::model_list(list.iter().map(|(m, o)| (m.as_str(), o.as_str())), 0);
+                let doc = crate::mockgen::model_list(
+                    list.iter().map(|(m, o)| (m.as_str(), o.as_str())),
+                    0,
+                );
                 self.respond(session, ctx, 200, "application/json", Bytes::from(doc), &[])
                     .await?;
                 return Ok(true);
             }
             Endpoint::Model => {
                 drain_small_body(session).await;
-                let id = session.req_header().uri.path()["/v1/models/".len()..].trim_end_matches('/').to_string();
+                let id = session.req_header().uri.path()["/v1/models/".len()..]
+                    .trim_end_matches('/')
+                    .to_string();
                 let list = self.models_list(&snap);
                 return match list.iter().find(|(m, _)| *m == id) {
                     Some((m, o)) => {
                         let doc = serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": o});
                         let body = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
-                        self.respond(session, ctx, 200, "application/json", body, &[]).await?;
+                        self.respond(session, ctx, 200, "application/json", body, &[])
+                            .await?;
                         Ok(true)
                     }
-                    None => self.respond_error(session, ctx, &GatewayError::ModelNotFound(id)).await,
+                    None => {
+                        self.respond_error(session, ctx, &GatewayError::ModelNotFound(id))
+                            .await
+                    }
                 };
             }
             Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings => {}
@@ -464,14 +516,20 @@ impl ProxyHttp for Gateway {
         let head = match RequestHead::parse(&body) {
             Ok(h) => h,
             Err(HeadError::Malformed(m)) => {
-                return self.respond_error(session, ctx, &GatewayError::MalformedJson(m)).await
+                return self
+                    .respond_error(session, ctx, &GatewayError::MalformedJson(m))
+                    .await
             }
             Err(HeadError::NotAnObject) => {
-                return self.respond_error(session, ctx, &GatewayError::BodyNotObject).await
+                return self
+                    .respond_error(session, ctx, &GatewayError::BodyNotObject)
+                    .await
             }
         };
         let Some(model) = head.model.as_deref().filter(|m| !m.is_empty()) else {
-            return self.respond_error(session, ctx, &GatewayError::MissingModel).await;
+            return self
+                .respond_error(session, ctx, &GatewayError::MissingModel)
+                .await;
         };
         ctx.model = CompactString::from(model);
         ctx.stream = head.is_stream() && endpoint != Endpoint::Embeddings;
@@ -495,7 +553,11 @@ impl ProxyHttp for Gateway {
 
         let Some(&first) = ctx.candidates.first() else {
             ctx.snap = Some(snap);
-            let detail = ctx.snap.as_ref().map(|s| Self::no_backend_detail(s, ctx)).unwrap_or_default();
+            let detail = ctx
+                .snap
+                .as_ref()
+                .map(|s| Self::no_backend_detail(s, ctx))
+                .unwrap_or_default();
             let e = GatewayError::NoBackend {
                 model: ctx.model.to_string(),
                 detail,
@@ -531,7 +593,11 @@ impl ProxyHttp for Gateway {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
         let Some(snap) = ctx.snap.clone() else {
             return Err(Error::explain(ErrorType::InternalError, "no snapshot"));
         };
@@ -549,7 +615,11 @@ impl ProxyHttp for Gateway {
                 continue;
             };
             if ctx.current.is_some() && ctx.current != Some(i) {
-                self.hub.metrics.fallbacks.with_label_values(&[ctx.provider_name().unwrap_or("")]).inc();
+                self.hub
+                    .metrics
+                    .fallbacks
+                    .with_label_values(&[ctx.provider_name().unwrap_or("")])
+                    .inc();
             }
             self.enter_provider(ctx, &snap, i);
             ctx.attempts = ctx.attempts.saturating_add(1);
@@ -567,7 +637,10 @@ impl ProxyHttp for Gateway {
             ctx.strip = None;
             return Ok(Box::new(peer.clone()));
         }
-        Err(Error::explain(ErrorType::HTTPStatus(503), "no candidate left"))
+        Err(Error::explain(
+            ErrorType::HTTPStatus(503),
+            "no candidate left",
+        ))
     }
 
     async fn upstream_request_filter(
@@ -577,10 +650,16 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let (Some(snap), Some(i), Some(ep)) = (&ctx.snap, ctx.current, ctx.endpoint) else {
-            return Err(Error::explain(ErrorType::InternalError, "no provider chosen"));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no provider chosen",
+            ));
         };
         let Some(up) = &snap.providers[i as usize].upstream else {
-            return Err(Error::explain(ErrorType::InternalError, "provider has no upstream"));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "provider has no upstream",
+            ));
         };
         let slot = endpoint_slot(ep);
         let target = &up.uris[slot];
@@ -594,7 +673,13 @@ impl ProxyHttp for Gateway {
             req.set_uri(target.clone());
         }
         req.insert_header(header::HOST, up.host.clone())?;
-        for h in ["authorization", "x-api-key", "x-switchyard-route", "expect", "accept-encoding"] {
+        for h in [
+            "authorization",
+            "x-api-key",
+            "x-switchyard-route",
+            "expect",
+            "accept-encoding",
+        ] {
             if req.headers.contains_key(h) {
                 req.remove_header(h);
             }
@@ -646,15 +731,35 @@ impl ProxyHttp for Gateway {
             return Ok(());
         }
         ctx.upstream_header = Some(Instant::now());
-        if (status >= 500 || status == 429) && session.response_written().is_none() && ctx.has_more() {
-            let why = if status == 429 { "status 429" } else { "status 5xx" };
+        // A 5xx or 429 before anything reached the client moves on to the next
+        // candidate. When it was the last one and others failed before it, the client
+        // gets the gateway's 503 listing every attempt; a lone candidate's own error
+        // response is passed through as it is.
+        let retryable = status >= 500 || status == 429;
+        if retryable
+            && session.response_written().is_none()
+            && (ctx.has_more() || !ctx.failures.is_empty())
+        {
+            let why = if status == 429 {
+                "status 429"
+            } else {
+                "status 5xx"
+            };
             ctx.record_failure(why);
             if let Some(p) = ctx.provider_name() {
-                self.hub.metrics.upstream_errors.with_label_values(&[p, "status"]).inc();
+                self.hub
+                    .metrics
+                    .upstream_errors
+                    .with_label_values(&[p, "status"])
+                    .inc();
             }
-            ctx.fallback_pending = true;
-            let mut e = Error::explain(ErrorType::HTTPStatus(status), "upstream error status; trying the next candidate");
-            e.set_retry(true);
+            let more = ctx.has_more();
+            ctx.fallback_pending = more;
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(status),
+                "upstream error status; trying the next candidate",
+            );
+            e.set_retry(more);
             return Err(e);
         }
         ctx.status = status;
@@ -720,7 +825,11 @@ impl ProxyHttp for Gateway {
         };
         ctx.record_failure(kind);
         if let Some(p) = ctx.provider_name() {
-            self.hub.metrics.upstream_errors.with_label_values(&[p, "connect"]).inc();
+            self.hub
+                .metrics
+                .upstream_errors
+                .with_label_values(&[p, "connect"])
+                .inc();
         }
         e.set_retry(ctx.has_more());
         e
@@ -738,6 +847,11 @@ impl ProxyHttp for Gateway {
             e.set_retry(true);
             return e;
         }
+        if matches!(e.etype(), ErrorType::HTTPStatus(_)) {
+            // Raised by upstream_response_filter for the last candidate.
+            e.set_retry(false);
+            return e;
+        }
         let nothing_sent = session.response_written().is_none();
         let upstream_side = matches!(e.esource(), ErrorSource::Upstream);
         if !nothing_sent || !upstream_side {
@@ -746,7 +860,11 @@ impl ProxyHttp for Gateway {
         }
         // A pooled connection the upstream had closed: try the same candidate once more
         // on a fresh connection before moving on.
-        if client_reused && matches!(e.retry, RetryType::ReusedOnly) && ctx.upstream_header.is_none() && ctx.attempts < 3 {
+        if client_reused
+            && matches!(e.retry, RetryType::ReusedOnly)
+            && ctx.upstream_header.is_none()
+            && ctx.attempts < 3
+        {
             ctx.same_again = true;
             e.set_retry(true);
             return e;
@@ -757,23 +875,40 @@ impl ProxyHttp for Gateway {
         };
         ctx.record_failure(kind);
         if let Some(p) = ctx.provider_name() {
-            self.hub.metrics.upstream_errors.with_label_values(&[p, "transport"]).inc();
+            self.hub
+                .metrics
+                .upstream_errors
+                .with_label_values(&[p, "transport"])
+                .inc();
         }
         e.set_retry(ctx.has_more());
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
         if session.response_written().is_none() {
             let gerr = match (e.etype(), &ctx.snap) {
-                (ErrorType::ReadTimedout | ErrorType::WriteTimedout, _) if ctx.failures.len() <= 1 => {
-                    GatewayError::UpstreamTimeout(ctx.provider_name().unwrap_or("upstream").to_string())
+                (ErrorType::ReadTimedout | ErrorType::WriteTimedout, _)
+                    if ctx.failures.len() <= 1 =>
+                {
+                    GatewayError::UpstreamTimeout(
+                        ctx.provider_name().unwrap_or("upstream").to_string(),
+                    )
                 }
-                (_, Some(snap)) if ctx.attempts > 0 || !ctx.failures.is_empty() => GatewayError::NoBackend {
-                    model: ctx.model.to_string(),
-                    detail: Self::no_backend_detail(snap, ctx),
-                },
-                (ErrorType::HTTPStatus(s), _) if *s >= 400 => GatewayError::Internal(format!("status {s}")),
+                (_, Some(snap)) if ctx.attempts > 0 || !ctx.failures.is_empty() => {
+                    GatewayError::NoBackend {
+                        model: ctx.model.to_string(),
+                        detail: Self::no_backend_detail(snap, ctx),
+                    }
+                }
+                (ErrorType::HTTPStatus(s), _) if *s >= 400 => {
+                    GatewayError::Internal(format!("status {s}"))
+                }
                 _ => match e.esource() {
                     ErrorSource::Downstream => {
                         ctx.status = 0;
@@ -800,7 +935,11 @@ impl ProxyHttp for Gateway {
         // The response had started: end it so the client sees an error, not a hang.
         ctx.mid_stream_error = true;
         if let Some(p) = ctx.provider_name() {
-            self.hub.metrics.upstream_errors.with_label_values(&[p, "mid_stream"]).inc();
+            self.hub
+                .metrics
+                .upstream_errors
+                .with_label_values(&[p, "mid_stream"])
+                .inc();
         }
         if ctx.stream && !matches!(e.esource(), ErrorSource::Downstream) {
             let gerr = GatewayError::Upstream(format!(
@@ -811,7 +950,9 @@ impl ProxyHttp for Gateway {
             let mut ev = b"data: ".to_vec();
             ev.extend_from_slice(&gerr.body());
             ev.extend_from_slice(b"\n\n");
-            let _ = session.write_response_body(Some(Bytes::from(ev)), true).await;
+            let _ = session
+                .write_response_body(Some(Bytes::from(ev)), true)
+                .await;
         }
         FailToProxy {
             error_code: ctx.status,
@@ -838,24 +979,36 @@ impl ProxyHttp for Gateway {
         if let Some(c) = ctx.inflight.take() {
             c.inflight.fetch_sub(1, Ordering::Relaxed);
             if let Some(p) = provider {
-                self.hub.metrics.inflight.with_label_values(&[p.name.as_str()]).dec();
+                self.hub
+                    .metrics
+                    .inflight
+                    .with_label_values(&[p.name.as_str()])
+                    .dec();
             }
         }
         let pname = provider.map_or("none", |p| p.name.as_str());
         let ep = ctx.endpoint.map_or("other", Endpoint::label);
         let m = &self.hub.metrics;
         let failed = e.is_some() || ctx.mid_stream_error;
-        let status_label = if ctx.status == 0 { "error" } else { status_class(ctx.status) };
+        let status_label = if ctx.status == 0 {
+            "error"
+        } else {
+            status_class(ctx.status)
+        };
         m.requests
             .with_label_values(&[pname, snap.metric_model(&ctx.model), ep, status_label])
             .inc();
         let latency = end.duration_since(ctx.start);
-        m.duration.with_label_values(&[pname, ep]).observe(latency.as_secs_f64());
+        m.duration
+            .with_label_values(&[pname, ep])
+            .observe(latency.as_secs_f64());
         if let Some(o) = ctx.overhead {
             m.overhead.observe(o.as_secs_f64());
         }
         if let (Some(sent), Some(h)) = (ctx.upstream_sent, ctx.upstream_header) {
-            m.upstream_ttfb.with_label_values(&[pname]).observe(h.duration_since(sent).as_secs_f64());
+            m.upstream_ttfb
+                .with_label_values(&[pname])
+                .observe(h.duration_since(sent).as_secs_f64());
         }
         let ttft = if ctx.stream {
             ctx.first_chunk.map(|f| f.duration_since(ctx.start))
@@ -867,15 +1020,24 @@ impl ProxyHttp for Gateway {
         }
         if let Some(u) = ctx.usage {
             if u.prompt_tokens > 0 {
-                m.tokens.with_label_values(&[pname, "prompt"]).inc_by(u.prompt_tokens);
+                m.tokens
+                    .with_label_values(&[pname, "prompt"])
+                    .inc_by(u.prompt_tokens);
             }
             if u.completion_tokens > 0 {
-                m.tokens.with_label_values(&[pname, "completion"]).inc_by(u.completion_tokens);
+                m.tokens
+                    .with_label_values(&[pname, "completion"])
+                    .inc_by(u.completion_tokens);
             }
         }
         if let (Some(p), Some(l)) = (provider, snap.local.as_ref()) {
             if ctx.current == Some(l.index as u16) && p.class == Class::Local {
-                let generation = match (ctx.stream, ctx.first_chunk, ctx.last_chunk, ctx.upstream_sent) {
+                let generation = match (
+                    ctx.stream,
+                    ctx.first_chunk,
+                    ctx.last_chunk,
+                    ctx.upstream_sent,
+                ) {
                     (true, Some(f), Some(l), _) => l.duration_since(f),
                     (false, _, Some(l), Some(s)) => l.duration_since(s),
                     _ => Duration::ZERO,
@@ -927,7 +1089,9 @@ impl Gateway {
             cache: "off",
             fallback: !ctx.failures.is_empty(),
             attempts: ctx.attempts,
-            error: ctx.gateway_error.or(ctx.mid_stream_error.then_some("mid_stream")),
+            error: ctx
+                .gateway_error
+                .or(ctx.mid_stream_error.then_some("mid_stream")),
             tenant: None,
         };
         if !self.hub.access_log.write(&line) {

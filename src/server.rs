@@ -100,17 +100,24 @@ pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String
         .format_timestamp_millis()
         .try_init();
 
-    let listen = concrete(settings.server.listen).map_err(|e| format!("cannot bind {}: {e}", settings.server.listen))?;
+    let listen = concrete(settings.server.listen)
+        .map_err(|e| format!("cannot bind {}: {e}", settings.server.listen))?;
     let admin_listen = concrete(settings.server.admin_listen)
         .map_err(|e| format!("cannot bind {}: {e}", settings.server.admin_listen))?;
 
     let access = AccessLog::stdout(settings.log.access);
     for env in &settings.detected {
         if let Some(p) = settings.providers.iter().find(|p| {
-            p.auto_detected && crate::config::KNOWN_PROVIDERS.iter().any(|k| k.env == *env && k.kind == p.kind)
+            p.auto_detected
+                && crate::config::KNOWN_PROVIDERS
+                    .iter()
+                    .any(|k| k.env == *env && k.kind == p.kind)
         }) {
             log::info!("provider {} registered from {env}", p.name);
         }
+    }
+    for w in &settings.warnings {
+        log::warn!("{w}");
     }
     if settings.detected.is_empty() {
         log::info!("no cloud provider credentials found in the environment");
@@ -146,12 +153,17 @@ pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String
     let hub = Hub::new(settings, access);
     let grace = hub.settings.server.shutdown_grace;
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(&conf, Gateway::new(hub.clone()), "switchyard-proxy");
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &conf,
+        Gateway::new(hub.clone()),
+        "switchyard-proxy",
+    );
     let buffers = L4BufferSettings::default().write(hub.settings.server.write_buffer_bytes);
     let mut listener = ListenerConfig::tcp(listen.to_string()).l4_buffer(buffers);
     if let Some((cert, key)) = &hub.settings.server.tls {
-        let tls = TlsSettings::intermediate(&cert.display().to_string(), &key.display().to_string())
-            .map_err(|e| format!("cannot load the TLS certificate or key: {e}"))?;
+        let tls =
+            TlsSettings::intermediate(&cert.display().to_string(), &key.display().to_string())
+                .map_err(|e| format!("cannot load the TLS certificate or key: {e}"))?;
         listener = listener.tls(tls);
     }
     proxy.add_listener(listener);
@@ -164,7 +176,11 @@ pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String
     server.add_service(admin);
     server.add_service(discovery);
 
-    let scheme = if hub.settings.server.tls.is_some() { "https" } else { "http" };
+    let scheme = if hub.settings.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let announce = serde_json::json!({
         "event": "listening",
         "proxy": listen.to_string(),

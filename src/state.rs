@@ -125,6 +125,8 @@ pub struct Provider {
     pub listed_models: Vec<String>,
     /// Ask for `stream_options.include_usage` on streams.
     pub inject_usage: bool,
+    /// Why this provider takes no requests at all (its credential is missing).
+    pub disabled: Option<&'static str>,
 }
 
 /// The local backend as the current snapshot sees it.
@@ -173,6 +175,9 @@ impl Snapshot {
             }
         }
         let p = &self.providers[i];
+        if p.disabled.is_some() {
+            return p.disabled;
+        }
         match &p.upstream {
             Some(u) if u.peer.is_none() => Some("host does not resolve"),
             _ => None,
@@ -317,7 +322,7 @@ impl Hub {
             }
             let found = tokio::net::lookup_host((host.as_str(), port))
                 .await
-                .map(|addrs| pick_addr(addrs));
+                .map(pick_addr);
             match found {
                 Ok(Some(a)) => changed |= self.set_resolved(host, port, a),
                 Ok(None) => {}
@@ -353,7 +358,10 @@ impl Hub {
             Ok(_) => {}
             Err(e) => {
                 self.dynamic.lock().overrides = old;
-                self.metrics.config_reloads.with_label_values(&["invalid"]).inc();
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["invalid"])
+                    .inc();
                 return Err(e);
             }
         }
@@ -383,7 +391,10 @@ impl Hub {
     pub fn local_settings(&self) -> Result<Option<LocalSettings>, String> {
         let o = self.dynamic.lock().overrides.clone();
         let base = self.settings.local.clone();
-        let kind = o.kind.or(base.as_ref().map(|l| l.kind)).unwrap_or(LocalKind::None);
+        let kind = o
+            .kind
+            .or(base.as_ref().map(|l| l.kind))
+            .unwrap_or(LocalKind::None);
         if kind == LocalKind::None {
             return Ok(None);
         }
@@ -444,7 +455,10 @@ impl Hub {
                 Ok(())
             }
             Err(e) => {
-                self.metrics.config_reloads.with_label_values(&["invalid"]).inc();
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["invalid"])
+                    .inc();
                 Err(e)
             }
         }
@@ -455,7 +469,11 @@ impl Hub {
         let local = self.local_settings()?;
         let (overrides, discovered, resolved) = {
             let d = self.dynamic.lock();
-            (d.overrides.clone(), d.discovered.clone(), d.resolved.clone())
+            (
+                d.overrides.clone(),
+                d.discovered.clone(),
+                d.resolved.clone(),
+            )
         };
         let timeouts = Timeouts {
             connect: s.server.connect_timeout,
@@ -478,7 +496,12 @@ impl Hub {
                 &timeouts,
             )?;
             let mut listed: Vec<String> = discovered.clone();
-            listed.extend(l.models.iter().filter(|m| Pattern::new(m).is_exact()).cloned());
+            listed.extend(
+                l.models
+                    .iter()
+                    .filter(|m| Pattern::new(m).is_exact())
+                    .cloned(),
+            );
             listed.sort();
             listed.dedup();
             metric_models.extend(listed.iter().cloned());
@@ -503,6 +526,7 @@ impl Hub {
                 counters: self.counters_for("local"),
                 listed_models: listed,
                 inject_usage: s.routing.inject_stream_usage,
+                disabled: None,
             });
         }
 
@@ -552,6 +576,10 @@ impl Hub {
                 counters: self.counters_for(&p.name),
                 listed_models: listed,
                 inject_usage: s.routing.inject_stream_usage,
+                disabled: p
+                    .missing_key_env
+                    .as_ref()
+                    .map(|_| "its API key variable is not set"),
             });
         }
         if providers.len() > u16::MAX as usize {
@@ -595,7 +623,15 @@ fn build_upstream(
     t: &Timeouts,
 ) -> Result<Upstream, String> {
     let peer = addr.map(|a| {
-        let mut p = HttpPeer::new(a, url.tls, if url.tls { url.host.clone() } else { String::new() });
+        let mut p = HttpPeer::new(
+            a,
+            url.tls,
+            if url.tls {
+                url.host.clone()
+            } else {
+                String::new()
+            },
+        );
         p.options.connection_timeout = Some(t.connect);
         p.options.total_connection_timeout = Some(t.connect * 2);
         p.options.read_timeout = Some(t.read);
@@ -604,13 +640,19 @@ fn build_upstream(
         p.options.alpn = ALPN::H1;
         p
     });
-    let host = HeaderValue::from_str(&url.authority()).map_err(|_| format!("bad host {}", url.host))?;
+    let host =
+        HeaderValue::from_str(&url.authority()).map_err(|_| format!("bad host {}", url.host))?;
     let mk = |suffix: &str| -> Result<Uri, String> {
         format!("{base_path}{suffix}")
             .parse::<Uri>()
             .map_err(|e| format!("bad upstream path {base_path}{suffix}: {e}"))
     };
-    let suffixes = ["/chat/completions", "/completions", "/embeddings", "/models"];
+    let suffixes = [
+        "/chat/completions",
+        "/completions",
+        "/embeddings",
+        "/models",
+    ];
     let mut uris: Vec<Uri> = Vec::with_capacity(4);
     let mut standard = [false; 4];
     for (i, s) in suffixes.iter().enumerate() {
@@ -623,7 +665,8 @@ fn build_upstream(
         .map_err(|_| "internal: uri table".to_string())?;
     let auth = match auth {
         Some(a) => {
-            let mut v = HeaderValue::from_str(a).map_err(|_| "auth header is not a valid header value".to_string())?;
+            let mut v = HeaderValue::from_str(a)
+                .map_err(|_| "auth header is not a valid header value".to_string())?;
             v.set_sensitive(true);
             Some(v)
         }
@@ -631,8 +674,10 @@ fn build_upstream(
     };
     let mut extra_headers = Vec::with_capacity(extra.len());
     for (k, v) in extra {
-        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("bad header name {k}"))?;
-        let mut value = HeaderValue::from_str(v).map_err(|_| format!("bad value for header {k}"))?;
+        let name =
+            HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("bad header name {k}"))?;
+        let mut value =
+            HeaderValue::from_str(v).map_err(|_| format!("bad value for header {k}"))?;
         if name == http::header::AUTHORIZATION {
             value.set_sensitive(true);
         }

@@ -58,7 +58,11 @@ pub enum Unrouted {
 /// Classifies a request. `path` is the path without the query string; a trailing slash
 /// is ignored.
 pub fn classify(method: &[u8], path: &str) -> Result<Endpoint, Unrouted> {
-    let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
     let (ep, allowed): (Endpoint, &'static str) = match path {
         "/v1/chat/completions" | "/chat/completions" => (Endpoint::Chat, "POST"),
         "/v1/completions" | "/completions" => (Endpoint::Completions, "POST"),
@@ -84,15 +88,24 @@ mod tests {
 
     #[test]
     fn classifies() {
-        assert_eq!(classify(b"POST", "/v1/chat/completions"), Ok(Endpoint::Chat));
-        assert_eq!(classify(b"POST", "/v1/chat/completions/"), Ok(Endpoint::Chat));
+        assert_eq!(
+            classify(b"POST", "/v1/chat/completions"),
+            Ok(Endpoint::Chat)
+        );
+        assert_eq!(
+            classify(b"POST", "/v1/chat/completions/"),
+            Ok(Endpoint::Chat)
+        );
         assert_eq!(classify(b"GET", "/v1/models"), Ok(Endpoint::Models));
         assert_eq!(classify(b"GET", "/v1/models/a/b"), Ok(Endpoint::Model));
         assert_eq!(
             classify(b"GET", "/v1/chat/completions"),
             Err(Unrouted::Method("POST"))
         );
-        assert_eq!(classify(b"POST", "/v1/models"), Err(Unrouted::Method("GET")));
+        assert_eq!(
+            classify(b"POST", "/v1/models"),
+            Err(Unrouted::Method("GET"))
+        );
         assert_eq!(classify(b"POST", "/v2/x"), Err(Unrouted::Path));
         assert_eq!(classify(b"GET", "/"), Err(Unrouted::Path));
     }

@@ -126,9 +126,7 @@ impl GatewayError {
     /// OpenAI's `error.param`: the request field at fault, if one is.
     pub fn param(&self) -> Option<&'static str> {
         match self {
-            Self::MissingModel | Self::ModelNotFound(_) | Self::ModelNotAllowed(_) => {
-                Some("model")
-            }
+            Self::MissingModel | Self::ModelNotFound(_) | Self::ModelNotAllowed(_) => Some("model"),
             _ => None,
         }
     }
@@ -170,10 +168,9 @@ impl GatewayError {
                 write!(m, "Method {method} is not allowed here; use {allowed}.")
             }
             Self::UnknownPath { method, path } => write!(m, "Invalid URL ({method} {path})"),
-            Self::NoBackend { model, detail } => write!(
-                m,
-                "No backend is available for model `{model}`: {detail}"
-            ),
+            Self::NoBackend { model, detail } => {
+                write!(m, "No backend is available for model `{model}`: {detail}")
+            }
             Self::Upstream(d) => write!(m, "The upstream failed: {d}"),
             Self::UpstreamTimeout(d) => write!(m, "The upstream timed out: {d}"),
             Self::Unauthorized(why) => write!(m, "{why}"),

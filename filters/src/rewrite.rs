@@ -143,7 +143,10 @@ pub fn rewrite_body(body: &[u8], rw: Rewrite<'_>) -> Option<Vec<u8>> {
                     edits.push((m.value.clone(), quoted));
                 }
             }
-            None => edits.push((insert_point(body, &members), member(b"model", &quoted, &members))),
+            None => edits.push((
+                insert_point(body, &members),
+                member(b"model", &quoted, &members),
+            )),
         }
     }
     if rw.include_usage {
@@ -322,6 +325,9 @@ mod tests {
 
     #[test]
     fn escapes_model() {
-        assert_eq!(rw(r#"{"model":"a"}"#, Some("q\"x"), false), r#"{"model":"q\"x"}"#);
+        assert_eq!(
+            rw(r#"{"model":"a"}"#, Some("q\"x"), false),
+            r#"{"model":"q\"x"}"#
+        );
     }
 }

@@ -359,7 +359,9 @@ mod tests {
     #[test]
     fn explicit_provider_and_alias() {
         let t = table(Strategy::LocalFirst);
-        let r = t.decide("openai/gpt-4o-mini", Hint::None, |_| None).unwrap();
+        let r = t
+            .decide("openai/gpt-4o-mini", Hint::None, |_| None)
+            .unwrap();
         assert_eq!(r.candidates.to_vec(), vec![2]);
         assert_eq!(r.upstream_model(), "gpt-4o-mini");
         let r = t.decide("fast", Hint::None, |_| None).unwrap();
@@ -376,7 +378,9 @@ mod tests {
     fn unavailable_is_skipped_with_reason() {
         let t = table(Strategy::LocalFirst);
         let r = t
-            .decide("shared-model", Hint::None, |i| (i == 0).then_some("draining"))
+            .decide("shared-model", Hint::None, |i| {
+                (i == 0).then_some("draining")
+            })
             .unwrap();
         assert_eq!(r.candidates.to_vec(), vec![2, 3]);
         assert_eq!(r.skipped.to_vec(), vec![(0, Skip::Unavailable("draining"))]);

@@ -200,8 +200,7 @@ impl UsageChunkStripper {
 
     /// Filters the next chunk; `end` flushes anything pending. Returns what to send.
     pub fn filter(&mut self, chunk: Bytes, end: bool) -> Bytes {
-        if self.pending.is_empty() && ends_with_event_boundary(&chunk) && !has_usage_only(&chunk)
-        {
+        if self.pending.is_empty() && ends_with_event_boundary(&chunk) && !has_usage_only(&chunk) {
             return chunk;
         }
         self.pending.extend_from_slice(&chunk);
@@ -316,7 +315,11 @@ mod tests {
         let mut st = UsageChunkStripper::new();
         let c1 = Bytes::from(a);
         let out1 = st.filter(c1.clone(), false);
-        assert_eq!(out1.as_ptr(), c1.as_ptr(), "whole events pass without copying");
+        assert_eq!(
+            out1.as_ptr(),
+            c1.as_ptr(),
+            "whole events pass without copying"
+        );
         assert_eq!(st.filter(Bytes::from(u.clone()), false), Bytes::new());
         assert_eq!(st.filter(Bytes::from(d), true), Bytes::from(d));
 
@@ -325,9 +328,15 @@ mod tests {
         for cut in 1..all.len() {
             let mut st = UsageChunkStripper::new();
             let mut got = Vec::new();
-            got.extend_from_slice(&st.filter(Bytes::copy_from_slice(&all.as_bytes()[..cut]), false));
+            got.extend_from_slice(
+                &st.filter(Bytes::copy_from_slice(&all.as_bytes()[..cut]), false),
+            );
             got.extend_from_slice(&st.filter(Bytes::copy_from_slice(&all.as_bytes()[cut..]), true));
-            assert_eq!(String::from_utf8(got).unwrap(), format!("{a}{d}"), "cut {cut}");
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                format!("{a}{d}"),
+                "cut {cut}"
+            );
         }
     }
 }

@@ -38,7 +38,12 @@ use tokio::net::TcpListener;
 ///   x-mock-ttft-ms: N        time to the first token
 ///   x-mock-itl-ms: N         time between tokens
 #[derive(Parser, Debug, Clone)]
-#[command(name = "mock-llm", version, about = "A fake OpenAI-compatible (vLLM-flavoured) inference server for tests and benchmarks.", after_help = "FAULT INJECTION (request headers, forwarded by the gateway):\n  x-mock-status: CODE     answer with this status and an OpenAI error body\n  x-mock-delay-ms: N      wait N ms before the response header\n  x-mock-drop-after: N    drop the connection after N body chunks (non-streamed: after half the body)\n  x-mock-tokens: N        generate N tokens\n  x-mock-ttft-ms: N       time to first token\n  x-mock-itl-ms: N        time between tokens\n\nGET /stats returns {\"requests\", \"received_bytes\", \"bodies\":[{\"len\",\"sha256\"}], \"last_headers\"}; DELETE /stats resets it.")]
+#[command(
+    name = "mock-llm",
+    version,
+    about = "A fake OpenAI-compatible (vLLM-flavoured) inference server for tests and benchmarks.",
+    after_help = "FAULT INJECTION (request headers, forwarded by the gateway):\n  x-mock-status: CODE     answer with this status and an OpenAI error body\n  x-mock-delay-ms: N      wait N ms before the response header\n  x-mock-drop-after: N    drop the connection after N body chunks (non-streamed: after half the body)\n  x-mock-tokens: N        generate N tokens\n  x-mock-ttft-ms: N       time to first token\n  x-mock-itl-ms: N        time between tokens\n\nGET /stats returns {\"requests\", \"received_bytes\", \"bodies\":[{\"len\",\"sha256\"}], \"last_headers\"}; DELETE /stats resets it."
+)]
 struct Args {
     /// Address to listen on (port 0 picks one; the address is printed on stdout).
     #[arg(long, default_value = "127.0.0.1:8000")]
@@ -86,14 +91,18 @@ struct Mock {
 type Body = BoxBody<Bytes, std::io::Error>;
 
 fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never: Infallible| match never {}).boxed()
+    Full::new(b.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
 }
 
 fn json_response(status: u16, body: Vec<u8>) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut()
-        .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -121,26 +130,43 @@ impl Mock {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
         match (&parts.method, path.as_str()) {
-            (&Method::GET, "/health") => return Ok(json_response(200, b"{\"status\":\"ok\"}".to_vec())),
+            (&Method::GET, "/health") => {
+                return Ok(json_response(200, b"{\"status\":\"ok\"}".to_vec()))
+            }
             (&Method::GET, "/v1/models") => {
                 let models = self.models();
-                let list = mockgen::model_list(models.iter().map(|m| (m.as_str(), "vllm")), now_secs());
+                let list =
+                    mockgen::model_list(models.iter().map(|m| (m.as_str(), "vllm")), now_secs());
                 return Ok(json_response(200, list));
             }
             (&Method::GET, "/api/tags") => {
-                let models: Vec<_> = self.models().into_iter().map(|m| json!({"name": m, "model": m})).collect();
-                return Ok(json_response(200, serde_json::to_vec(&json!({"models": models})).unwrap_or_default()));
+                let models: Vec<_> = self
+                    .models()
+                    .into_iter()
+                    .map(|m| json!({"name": m, "model": m}))
+                    .collect();
+                return Ok(json_response(
+                    200,
+                    serde_json::to_vec(&json!({"models": models})).unwrap_or_default(),
+                ));
             }
             (&Method::GET, "/stats") => {
                 let s = self.stats.lock();
-                let bodies: Vec<_> = s.bodies.iter().map(|(l, h)| json!({"len": l, "sha256": h})).collect();
+                let bodies: Vec<_> = s
+                    .bodies
+                    .iter()
+                    .map(|(l, h)| json!({"len": l, "sha256": h}))
+                    .collect();
                 let v = json!({
                     "requests": self.requests.load(Ordering::Relaxed),
                     "received_bytes": self.received.load(Ordering::Relaxed),
                     "bodies": bodies,
                     "last_headers": s.last_headers,
                 });
-                return Ok(json_response(200, serde_json::to_vec(&v).unwrap_or_default()));
+                return Ok(json_response(
+                    200,
+                    serde_json::to_vec(&v).unwrap_or_default(),
+                ));
             }
             (&Method::DELETE, "/stats") => {
                 self.requests.store(0, Ordering::Relaxed);
@@ -155,7 +181,12 @@ impl Mock {
             (&Method::POST, "/v1/completions") => Some(StreamKind::Text),
             (&Method::POST, "/v1/embeddings") => None,
             _ => {
-                let e = switchyard_filters::error::error_json("not found", "invalid_request_error", None, Some("not_found"));
+                let e = switchyard_filters::error::error_json(
+                    "not found",
+                    "invalid_request_error",
+                    None,
+                    Some("not_found"),
+                );
                 return Ok(json_response(404, e));
             }
         };
@@ -164,24 +195,33 @@ impl Mock {
             Err(_) => return Ok(json_response(400, b"{}".to_vec())),
         };
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.received.fetch_add(body.len() as u64, Ordering::Relaxed);
+        self.received
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
         {
             let mut s = self.stats.lock();
             if s.bodies.len() >= self.args.keep_bodies {
                 s.bodies.remove(0);
             }
-            s.bodies.push((body.len(), hex::encode(Sha256::digest(&body))));
+            s.bodies
+                .push((body.len(), hex::encode(Sha256::digest(&body))));
             s.last_headers = parts
                 .headers
                 .iter()
-                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect();
         }
 
         if let Some(ms) = header_u64(&parts, "x-mock-delay-ms") {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        let status = header_u64(&parts, "x-mock-status").map(|s| s as u16).or(self.args.fail_status);
+        let status = header_u64(&parts, "x-mock-status")
+            .map(|s| s as u16)
+            .or(self.args.fail_status);
         if let Some(code) = status.filter(|c| *c != 200) {
             let e = switchyard_filters::error::error_json(
                 &format!("mock-llm injected status {code}"),
@@ -195,11 +235,20 @@ impl Mock {
         let v: serde_json::Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
             Err(e) => {
-                let e = switchyard_filters::error::error_json(&format!("bad json: {e}"), "invalid_request_error", None, None);
+                let e = switchyard_filters::error::error_json(
+                    &format!("bad json: {e}"),
+                    "invalid_request_error",
+                    None,
+                    None,
+                );
                 return Ok(json_response(400, e));
             }
         };
-        let model = v.get("model").and_then(|m| m.as_str()).unwrap_or("").to_string();
+        let model = v
+            .get("model")
+            .and_then(|m| m.as_str())
+            .unwrap_or("")
+            .to_string();
         if !self.models().contains(&model) {
             let e = switchyard_filters::error::error_json(
                 &format!("The model `{model}` does not exist."),
@@ -213,18 +262,27 @@ impl Mock {
         let drop_after = header_u64(&parts, "x-mock-drop-after");
         let Some(kind) = kind else {
             let n = mockgen::embedding_inputs(&body);
-            let seed = body.iter().fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(*b)));
+            let seed = body
+                .iter()
+                .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(*b)));
             let doc = mockgen::embeddings(&model, n, self.args.embedding_dim, seed, prompt);
             return Ok(self.maybe_truncated(doc, drop_after));
         };
 
         let n = header_u64(&parts, "x-mock-tokens").map_or(self.args.tokens, |n| n as usize);
-        let ttft = Duration::from_millis(header_u64(&parts, "x-mock-ttft-ms").unwrap_or(self.args.ttft_ms));
-        let itl = Duration::from_millis(header_u64(&parts, "x-mock-itl-ms").unwrap_or(self.args.itl_ms));
+        let ttft = Duration::from_millis(
+            header_u64(&parts, "x-mock-ttft-ms").unwrap_or(self.args.ttft_ms),
+        );
+        let itl =
+            Duration::from_millis(header_u64(&parts, "x-mock-itl-ms").unwrap_or(self.args.itl_ms));
         let tokens = mockgen::canned_tokens(n);
         let id = format!(
             "{}-{}",
-            if kind == StreamKind::Chat { "chatcmpl" } else { "cmpl" },
+            if kind == StreamKind::Chat {
+                "chatcmpl"
+            } else {
+                "cmpl"
+            },
             self.seq.fetch_add(1, Ordering::Relaxed)
         );
         let created = now_secs();
@@ -236,8 +294,12 @@ impl Mock {
             }
             let text = tokens.concat();
             let doc = match kind {
-                StreamKind::Chat => mockgen::chat_completion(&id, &model, created, &text, prompt, n as u64),
-                StreamKind::Text => mockgen::text_completion(&id, &model, created, &text, prompt, n as u64),
+                StreamKind::Chat => {
+                    mockgen::chat_completion(&id, &model, created, &text, prompt, n as u64)
+                }
+                StreamKind::Text => {
+                    mockgen::text_completion(&id, &model, created, &text, prompt, n as u64)
+                }
             };
             return Ok(self.maybe_truncated(doc, drop_after));
         }
@@ -246,7 +308,13 @@ impl Mock {
             .pointer("/stream_options/include_usage")
             .and_then(|u| u.as_bool())
             .unwrap_or(false);
-        let b = StreamBuilder { id: &id, model: &model, created, kind, include_usage };
+        let b = StreamBuilder {
+            id: &id,
+            model: &model,
+            created,
+            kind,
+            include_usage,
+        };
         // (delay before this chunk, chunk)
         let mut chunks: Vec<(Duration, Bytes)> = Vec::with_capacity(n + 4);
         let mut first = true;
@@ -273,24 +341,36 @@ impl Mock {
         chunks.push((Duration::ZERO, Bytes::from_static(mockgen::SSE_DONE)));
         let limit = drop_after.map_or(usize::MAX, |d| d as usize);
 
-        let s = stream::unfold((chunks.into_iter(), 0usize), move |(mut it, sent)| async move {
-            if sent >= limit {
-                if sent == limit {
-                    let err = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "mock-llm: injected drop");
-                    return Some((Err(err), (it, usize::MAX)));
+        let s = stream::unfold(
+            (chunks.into_iter(), 0usize),
+            move |(mut it, sent)| async move {
+                if sent >= limit {
+                    if sent == limit {
+                        let err = std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "mock-llm: injected drop",
+                        );
+                        return Some((Err(err), (it, usize::MAX)));
+                    }
+                    return None;
                 }
-                return None;
-            }
-            let (delay, chunk) = it.next()?;
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            Some((Ok(Frame::data(chunk)), (it, sent + 1)))
-        });
+                let (delay, chunk) = it.next()?;
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Some((Ok(Frame::data(chunk)), (it, sent + 1)))
+            },
+        );
         let mut r = Response::new(BodyExt::boxed(StreamBody::new(s)));
         let h = r.headers_mut();
-        h.insert("content-type", hyper::header::HeaderValue::from_static("text/event-stream"));
-        h.insert("cache-control", hyper::header::HeaderValue::from_static("no-cache"));
+        h.insert(
+            "content-type",
+            hyper::header::HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(
+            "cache-control",
+            hyper::header::HeaderValue::from_static("no-cache"),
+        );
         Ok(r)
     }
 
@@ -303,12 +383,18 @@ impl Mock {
         let half = Bytes::from(doc).slice(..len / 2);
         let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
             Ok(Frame::data(half)),
-            Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "mock-llm: injected drop")),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "mock-llm: injected drop",
+            )),
         ];
         let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream::iter(frames))));
+        r.headers_mut().insert(
+            "content-type",
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
         r.headers_mut()
-            .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
-        r.headers_mut().insert("content-length", hyper::header::HeaderValue::from(len));
+            .insert("content-length", hyper::header::HeaderValue::from(len));
         r
     }
 }

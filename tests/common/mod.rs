@@ -1,0 +1,400 @@
+//! Test harness: starts the real `switchyard` and `mock-llm` binaries on port 0 and
+//! waits on conditions with deadlines (never a bare sleep).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const SWITCHYARD: &str = env!("CARGO_BIN_EXE_switchyard");
+pub const MOCK_LLM: &str = env!("CARGO_BIN_EXE_mock-llm");
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A child process killed on drop, with its output captured.
+pub struct Proc {
+    pub child: Child,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> (Self, std::sync::mpsc::Receiver<String>) {
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn");
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let so = stdout.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line.clone());
+                so.lock().unwrap().push(line);
+            }
+        });
+        let se = stderr.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(err);
+            let mut buf = String::new();
+            loop {
+                buf.clear();
+                match r.read_line(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => se.lock().unwrap().push(buf.trim_end().to_string()),
+                }
+            }
+        });
+        (
+            Self {
+                child,
+                stdout,
+                stderr,
+            },
+            rx,
+        )
+    }
+
+    /// Everything the process printed so far (stdout then stderr).
+    pub fn output(&self) -> String {
+        let mut s = self.stdout.lock().unwrap().join("\n");
+        s.push('\n');
+        s.push_str(&self.stderr.lock().unwrap().join("\n"));
+        s
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A running `mock-llm`.
+pub struct Mock {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Mock {
+    pub fn start(args: &[&str]) -> Self {
+        let mut cmd = Command::new(MOCK_LLM);
+        cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+        let (proc, rx) = Proc::spawn(cmd);
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("mock-llm printed no listening line");
+        let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        Self { proc, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn stats(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/stats", self.url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn requests(&self) -> u64 {
+        self.stats().await["requests"].as_u64().unwrap()
+    }
+}
+
+/// A running `switchyard`.
+pub struct Gateway {
+    pub proc: Proc,
+    pub proxy: String,
+    pub admin: String,
+    pub scheme: String,
+    _config: tempfile::NamedTempFile,
+}
+
+impl Gateway {
+    /// Starts the gateway with `config` (listen addresses are added when absent) and
+    /// extra environment variables. The cloud credential variables of the test runner
+    /// are removed so that auto-detection sees only what a test sets.
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        let mut text = config.to_string();
+        if !text.contains("[server]") {
+            text = format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{text}"
+            );
+        }
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+        let mut cmd = Command::new(SWITCHYARD);
+        cmd.arg("--config").arg(file.path());
+        for var in [
+            "OPENAI_API_KEY",
+            "ANTHROPIC_API_KEY",
+            "GEMINI_API_KEY",
+            "GROQ_API_KEY",
+            "CEREBRAS_API_KEY",
+            "OPENROUTER_API_KEY",
+            "GITHUB_TOKEN",
+            "SWITCHYARD_CONFIG",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let (proc, rx) = Proc::spawn(cmd);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let announce: serde_json::Value = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                        if v["event"] == "listening" {
+                            break v;
+                        }
+                    }
+                }
+                Err(_) => panic!("switchyard did not start:\n{}", proc.output()),
+            }
+        };
+        let scheme = announce["scheme"].as_str().unwrap().to_string();
+        let gw = Self {
+            proxy: format!("{scheme}://{}", announce["proxy"].as_str().unwrap()),
+            admin: format!("http://{}", announce["admin"].as_str().unwrap()),
+            scheme,
+            proc,
+            _config: file,
+        };
+        let health = format!("{}/health", gw.admin);
+        wait_for("the admin listener", Duration::from_secs(30), || {
+            let h = health.clone();
+            async move {
+                reqwest::get(&h)
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .map(|_| ())
+            }
+        })
+        .await;
+        if gw.scheme == "http" {
+            let ph = format!("{}/health", gw.proxy);
+            wait_for("the proxy listener", Duration::from_secs(30), || {
+                let h = ph.clone();
+                async move {
+                    reqwest::get(&h)
+                        .await
+                        .ok()
+                        .filter(|r| r.status() == 200)
+                        .map(|_| ())
+                }
+            })
+            .await;
+        }
+        gw
+    }
+
+    pub async fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[]).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.proxy)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{path}", self.admin)
+    }
+
+    /// Waits until `/v1/models` lists `model`.
+    pub async fn wait_model(&self, model: &str) {
+        let url = self.url("/v1/models");
+        let m = model.to_string();
+        wait_for(
+            &format!("model {model} to be discovered"),
+            Duration::from_secs(20),
+            || {
+                let (url, m) = (url.clone(), m.clone());
+                async move {
+                    let v: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+                    v["data"]
+                        .as_array()?
+                        .iter()
+                        .any(|e| e["id"] == m.as_str())
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+    }
+
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        reqwest::get(self.admin_url(path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Sum of a metric's samples whose label set contains every `labels` pair.
+    pub async fn metric_sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Gateway {
+    /// Waits until a metric's sum reaches `want` (metrics are recorded just after the
+    /// response is sent, so a client can see its answer first).
+    pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], want: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.metric_sum(name, labels).await;
+            if v >= want || Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A chat request body.
+pub fn chat(model: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": 16,
+    })
+}
+
+/// Posts `body` to `url` and returns (status, headers, text).
+pub async fn post(
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+/// Posts raw bytes.
+pub async fn post_raw(url: &str, body: Vec<u8>) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+/// The `error` object of an OpenAI-style error body (panics when it is not one).
+pub fn error_of(text: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    let e = v["error"].clone();
+    for k in ["message", "type", "param", "code"] {
+        assert!(e.get(k).is_some(), "error body lacks {k}: {text}");
+    }
+    e
+}
+
+/// Reads raw HTTP/1.1 responses from a TCP stream (for keep-alive checks).
+pub fn read_http_response(s: &mut std::net::TcpStream) -> (u16, String) {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).unwrap();
+        assert!(n > 0, "connection closed while reading headers");
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (status, String::from_utf8_lossy(&body).to_string())
+}
