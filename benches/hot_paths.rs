@@ -6,7 +6,8 @@
 //!   `serde_json::Value` parse
 //! - routing: `RouteTable::decide` for local, cloud, alias and unknown models
 //! - rewrite: splicing the model name vs re-serialising the whole body
-//! - usage scan: `UsageScanner` over a response vs parsing the whole JSON
+//! - usage: `usage_from_tail` (what the proxy uses) and the incremental `UsageScanner`
+//!   vs parsing the whole JSON
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -14,7 +15,7 @@ use switchyard_filters::glob::Pattern;
 use switchyard_filters::head::RequestHead;
 use switchyard_filters::rewrite::{rewrite_body, Rewrite};
 use switchyard_filters::route::{Class, Hint, RouteProvider, RouteTable, Strategy};
-use switchyard_filters::usage::UsageScanner;
+use switchyard_filters::usage::{usage_from_tail, UsageScanner};
 
 const SMALL: &[u8] = br#"{"model":"bench-model","messages":[{"role":"user","content":"Say hello in one short sentence please."}],"max_tokens":16}"#;
 
@@ -130,6 +131,9 @@ fn rewrite(c: &mut Criterion) {
 
 fn usage(c: &mut Criterion) {
     let mut g = c.benchmark_group("usage");
+    g.bench_function("from_tail", |b| {
+        b.iter(|| usage_from_tail(black_box(RESPONSE)))
+    });
     g.bench_function("scanner", |b| {
         b.iter(|| {
             let mut s = UsageScanner::new();

@@ -129,17 +129,60 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// Per-provider counters that outlive configuration snapshots.
-#[derive(Debug, Default)]
+/// Per-provider counters and metric handles that outlive configuration snapshots.
+/// The handles are resolved once, so the hot path does no label lookups for them.
 pub struct ProviderCounters {
     /// Requests currently routed to this provider.
     pub inflight: AtomicI64,
+    /// `switchyard_inflight_requests{provider}`
+    pub inflight_gauge: IntGauge,
+    /// `switchyard_upstream_ttfb_seconds{provider}`
+    pub ttfb: Histogram,
+    /// `switchyard_time_to_first_token_seconds{provider}`
+    pub ttft: Histogram,
+    /// `switchyard_tokens_total{provider,kind="prompt"}`
+    pub prompt_tokens: IntCounter,
+    /// `switchyard_tokens_total{provider,kind="completion"}`
+    pub completion_tokens: IntCounter,
+    /// `switchyard_fallbacks_total{provider}`
+    pub fallbacks: IntCounter,
+    /// `switchyard_request_duration_seconds{provider,endpoint}` by endpoint slot.
+    pub duration: [Histogram; 5],
 }
 
+/// Endpoint labels in the order of [`ProviderCounters::duration`].
+pub const ENDPOINT_LABELS: [&str; 5] = ["chat", "completions", "embeddings", "models", "other"];
+
 impl ProviderCounters {
+    /// Resolves the handles for provider `name`.
+    pub fn new(m: &Metrics, name: &str) -> Self {
+        Self {
+            inflight: AtomicI64::new(0),
+            inflight_gauge: m.inflight.with_label_values(&[name]),
+            ttfb: m.upstream_ttfb.with_label_values(&[name]),
+            ttft: m.ttft.with_label_values(&[name]),
+            prompt_tokens: m.tokens.with_label_values(&[name, "prompt"]),
+            completion_tokens: m.tokens.with_label_values(&[name, "completion"]),
+            fallbacks: m.fallbacks.with_label_values(&[name]),
+            duration: ENDPOINT_LABELS.map(|e| m.duration.with_label_values(&[name, e])),
+        }
+    }
+
     /// Current in-flight count (never negative).
     pub fn inflight(&self) -> i64 {
         self.inflight.load(Ordering::Relaxed).max(0)
+    }
+
+    /// One more request in flight.
+    pub fn enter(&self) {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.inflight_gauge.inc();
+    }
+
+    /// One request less in flight.
+    pub fn leave(&self) {
+        self.inflight.fetch_sub(1, Ordering::Relaxed);
+        self.inflight_gauge.dec();
     }
 }
 

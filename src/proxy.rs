@@ -32,7 +32,7 @@ use arrayvec::ArrayVec;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use compact_str::CompactString;
-use http::header;
+use http::header::{self, HeaderName, HeaderValue};
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result, RetryType};
@@ -43,12 +43,29 @@ use switchyard_filters::error::GatewayError;
 use switchyard_filters::head::{HeadError, RequestHead};
 use switchyard_filters::rewrite::{rewrite_body, Rewrite};
 use switchyard_filters::route::{Class, Hint, RouteError, Skip, MAX_CANDIDATES};
-use switchyard_filters::usage::{Usage, UsageChunkStripper, UsageScanner};
+use switchyard_filters::usage::{usage_from_tail, Usage, UsageChunkStripper};
 
 use crate::accesslog::AccessLine;
 use crate::builtin::{self, MockRequest};
 use crate::metrics::{status_class, ProviderCounters, Sample};
 use crate::state::{endpoint_slot, Hub, Snapshot};
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+static X_ROUTE: HeaderName = HeaderName::from_static("x-switchyard-route");
+/// Client headers that are never forwarded: gateway credentials, the routing hint,
+/// `Expect` (the body was already read), and `Accept-Encoding` (so token usage can be
+/// read from the response).
+static STRIPPED: [&HeaderName; 5] = [
+    &header::AUTHORIZATION,
+    &X_API_KEY,
+    &X_ROUTE,
+    &header::EXPECT,
+    &header::ACCEPT_ENCODING,
+];
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The gateway's proxy logic. One per process; shared by all requests.
 pub struct Gateway {
@@ -72,12 +89,15 @@ impl Gateway {
         }
     }
 
-    fn new_request_id(&self) -> CompactString {
+    /// 24 hex digits: a per-process random prefix and a counter.
+    fn new_request_id(&self) -> HeaderValue {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut s = CompactString::with_capacity(24);
-        use std::fmt::Write;
-        let _ = write!(s, "{:08x}{:016x}", self.id_prefix, n);
-        s
+        let mut buf = [0u8; 24];
+        let v = (u128::from(self.id_prefix) << 64) | u128::from(n);
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = HEX[((v >> ((23 - i) * 4)) & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
     }
 }
 
@@ -85,7 +105,7 @@ impl Gateway {
 pub struct Ctx {
     start: Instant,
     snap: Option<Arc<Snapshot>>,
-    request_id: CompactString,
+    request_id: HeaderValue,
     endpoint: Option<Endpoint>,
     body: Bytes,
     send_body: Bytes,
@@ -111,7 +131,8 @@ pub struct Ctx {
     last_chunk: Option<Instant>,
     status: u16,
     scan: bool,
-    scanner: UsageScanner,
+    /// The last three upstream body chunks, to read usage from the end.
+    tail: [Option<Bytes>; 3],
     usage: Option<Usage>,
     strip: Option<UsageChunkStripper>,
     gateway_error: Option<&'static str>,
@@ -123,7 +144,7 @@ impl Ctx {
         Self {
             start: Instant::now(),
             snap: None,
-            request_id: CompactString::default(),
+            request_id: HeaderValue::from_static(""),
             endpoint: None,
             body: Bytes::new(),
             send_body: Bytes::new(),
@@ -149,7 +170,7 @@ impl Ctx {
             last_chunk: None,
             status: 0,
             scan: false,
-            scanner: UsageScanner::new(),
+            tail: [None, None, None],
             usage: None,
             strip: None,
             gateway_error: None,
@@ -178,6 +199,74 @@ impl Ctx {
     }
 }
 
+/// Usage from the end of a response or stream: the last chunk, or the last chunks joined
+/// when the usage object straddles them (a stream's `[DONE]` often arrives alone).
+fn usage_of_tail(tail: &[Option<Bytes>; 3]) -> Option<Usage> {
+    let last = tail[2].as_ref()?;
+    if let Some(u) = usage_from_tail(last) {
+        return Some(u);
+    }
+    let mut joined: Vec<u8> = Vec::new();
+    for prev in tail[..2].iter().rev().flatten() {
+        let keep = prev.len().min(8192);
+        let mut next = Vec::with_capacity(keep + joined.len().max(last.len()));
+        next.extend_from_slice(&prev[prev.len() - keep..]);
+        next.extend_from_slice(if joined.is_empty() { last } else { &joined });
+        if let Some(u) = usage_from_tail(&next) {
+            return Some(u);
+        }
+        joined = next;
+    }
+    None
+}
+
+/// (provider, model, endpoint, status class) and its counter.
+type CounterEntry = (
+    CompactString,
+    CompactString,
+    &'static str,
+    &'static str,
+    prometheus::IntCounter,
+);
+
+thread_local! {
+    /// `switchyard_requests_total` handles recently used on this thread: label lookups
+    /// hash four strings under a lock, and most requests repeat a recent label set.
+    static REQUEST_COUNTERS: std::cell::RefCell<ArrayVec<CounterEntry, 8>> =
+        const { std::cell::RefCell::new(ArrayVec::new_const()) };
+}
+
+fn count_request(
+    m: &crate::metrics::Metrics,
+    provider: &str,
+    model: &str,
+    ep: &'static str,
+    status: &'static str,
+) {
+    REQUEST_COUNTERS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(e) = cache
+            .iter()
+            .find(|e| e.2 == ep && e.3 == status && e.0 == provider && e.1 == model)
+        {
+            e.4.inc();
+            return;
+        }
+        let c = m.requests.with_label_values(&[provider, model, ep, status]);
+        c.inc();
+        if cache.is_full() {
+            cache.remove(0);
+        }
+        cache.push((
+            CompactString::from(provider),
+            CompactString::from(model),
+            ep,
+            status,
+            c,
+        ));
+    });
+}
+
 /// Reads the whole request body, bounded by `limit`.
 async fn read_body(
     session: &mut Session,
@@ -191,9 +280,6 @@ async fn read_body(
         .and_then(|v| v.trim().parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::BodyTooLarge(limit));
-    }
-    if session.is_body_empty() {
-        return Ok(Bytes::new());
     }
     let expects_continue = session
         .req_header()
@@ -224,15 +310,18 @@ async fn read_body(
             (Some(b), _) => b.extend_from_slice(&chunk),
             (None, None) => first = Some(chunk),
             (None, Some(f)) => {
-                let mut b = BytesMut::with_capacity(
-                    declared
-                        .unwrap_or(f.len() + chunk.len() * 4)
-                        .max(f.len() + chunk.len()),
-                );
+                let cap = declared
+                    .unwrap_or(f.len() + chunk.len() * 4)
+                    .max(f.len() + chunk.len());
+                let mut b = BytesMut::with_capacity(cap);
                 b.extend_from_slice(&f);
                 b.extend_from_slice(&chunk);
                 buf = Some(b);
             }
+        }
+        // A body that arrived whole needs no second read to learn that it ended.
+        if session.is_body_done() {
+            break;
         }
     }
     Ok(match buf {
@@ -279,7 +368,7 @@ impl Gateway {
         let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
         resp.insert_header(header::CONTENT_TYPE, content_type)?;
         resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.insert_header("x-request-id", ctx.request_id.clone())?;
         for (k, v) in extra {
             resp.insert_header(*k, v.as_str())?;
         }
@@ -386,24 +475,12 @@ impl Gateway {
         }
     }
 
-    fn enter_provider(&self, ctx: &mut Ctx, snap: &Snapshot, i: u16) {
+    fn enter_provider(ctx: &mut Ctx, snap: &Snapshot, i: u16) {
         if let Some(c) = ctx.inflight.take() {
-            c.inflight.fetch_sub(1, Ordering::Relaxed);
-            if let Some(cur) = ctx.current {
-                self.hub
-                    .metrics
-                    .inflight
-                    .with_label_values(&[snap.providers[cur as usize].name.as_str()])
-                    .dec();
-            }
+            c.leave();
         }
         let p = &snap.providers[i as usize];
-        p.counters.inflight.fetch_add(1, Ordering::Relaxed);
-        self.hub
-            .metrics
-            .inflight
-            .with_label_values(&[p.name.as_str()])
-            .inc();
+        p.counters.enter();
         ctx.inflight = Some(p.counters.clone());
         ctx.current = Some(i);
     }
@@ -423,14 +500,13 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        ctx.request_id = match session.get_header("x-request-id") {
+        ctx.request_id = match session.req_header().headers.get(&X_REQUEST_ID) {
             Some(v)
                 if !v.is_empty()
                     && v.len() <= 128
                     && v.as_bytes().iter().all(|b| b.is_ascii_graphic()) =>
             {
-                // Checked: visible ASCII.
-                CompactString::from_utf8_lossy(v.as_bytes())
+                v.clone()
             }
             _ => self.new_request_id(),
         };
@@ -535,7 +611,9 @@ impl ProxyHttp for Gateway {
         ctx.stream = head.is_stream() && endpoint != Endpoint::Embeddings;
         ctx.client_wants_usage = head.client_wants_usage();
         let hint = session
-            .get_header("x-switchyard-route")
+            .req_header()
+            .headers
+            .get(&X_ROUTE)
             .map_or(Hint::None, |v| Hint::parse(v.as_bytes()));
 
         let route = match snap.route.decide(model, hint, |i| snap.unavailable(i)) {
@@ -568,7 +646,7 @@ impl ProxyHttp for Gateway {
         let first_provider = &snap.providers[first as usize];
         if let Some(spec) = &first_provider.mock {
             let spec = spec.clone();
-            self.enter_provider(ctx, &snap, first);
+            Self::enter_provider(ctx, &snap, first);
             ctx.attempts = 1;
             ctx.next = 1;
             ctx.snap = Some(snap);
@@ -580,7 +658,7 @@ impl ProxyHttp for Gateway {
                 model: &ctx.upstream_model,
                 stream: ctx.stream,
                 include_usage: ctx.client_wants_usage,
-                request_id: &ctx.request_id,
+                request_id: ctx.request_id.to_str().unwrap_or(""),
             };
             let usage = builtin::answer(session, &spec, req).await?;
             ctx.usage = Some(usage);
@@ -614,14 +692,10 @@ impl ProxyHttp for Gateway {
                 let _ = ctx.failures.try_push((i, "host does not resolve"));
                 continue;
             };
-            if ctx.current.is_some() && ctx.current != Some(i) {
-                self.hub
-                    .metrics
-                    .fallbacks
-                    .with_label_values(&[ctx.provider_name().unwrap_or("")])
-                    .inc();
+            if let Some(prev) = ctx.current.filter(|&c| c != i) {
+                snap.providers[prev as usize].counters.fallbacks.inc();
             }
-            self.enter_provider(ctx, &snap, i);
+            Self::enter_provider(ctx, &snap, i);
             ctx.attempts = ctx.attempts.saturating_add(1);
             ctx.inject_usage = ctx.stream && p.inject_usage && !ctx.client_wants_usage;
             let model_changes = ctx.upstream_model != ctx.model;
@@ -661,7 +735,7 @@ impl ProxyHttp for Gateway {
                 "provider has no upstream",
             ));
         };
-        let slot = endpoint_slot(ep);
+        let slot = endpoint_slot(ep).min(3);
         let target = &up.uris[slot];
         if req.uri.query().is_some() {
             let q = req.uri.query().unwrap_or_default();
@@ -672,20 +746,21 @@ impl ProxyHttp for Gateway {
         } else if !(up.uri_is_standard[slot] && req.uri.path() == target.path()) {
             req.set_uri(target.clone());
         }
-        req.insert_header(header::HOST, up.host.clone())?;
-        for h in [
-            "authorization",
-            "x-api-key",
-            "x-switchyard-route",
-            "expect",
-            "accept-encoding",
-        ] {
-            if req.headers.contains_key(h) {
-                req.remove_header(h);
+        req.insert_parsed_header(&header::HOST, "Host", up.host.clone());
+        // One pass over the (few) request headers instead of a lookup per name.
+        let mut strip: ArrayVec<&'static HeaderName, 5> = ArrayVec::new();
+        for name in req.headers.keys() {
+            if let Some(h) = STRIPPED.iter().find(|h| **h == name) {
+                if !strip.contains(h) {
+                    strip.push(h);
+                }
             }
         }
+        for h in strip {
+            req.remove_header(h);
+        }
         if let Some(a) = &up.auth {
-            req.insert_header(header::AUTHORIZATION, a.clone())?;
+            req.insert_parsed_header(&header::AUTHORIZATION, "Authorization", a.clone());
         }
         for (k, v) in &up.extra_headers {
             req.insert_header(k.clone(), v.clone())?;
@@ -697,7 +772,11 @@ impl ProxyHttp for Gateway {
             .is_some_and(|v| v.as_bytes() == itoa::Buffer::new().format(len).as_bytes());
         if !declared_ok {
             req.remove_header(&header::TRANSFER_ENCODING);
-            req.insert_header(header::CONTENT_LENGTH, len)?;
+            req.insert_parsed_header(
+                &header::CONTENT_LENGTH,
+                "Content-Length",
+                HeaderValue::from(len),
+            );
         }
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
@@ -777,9 +856,13 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if let Some(p) = ctx.provider_name() {
-            resp.insert_header("x-switchyard-provider", p)?;
+        resp.insert_parsed_header(&X_REQUEST_ID, "x-request-id", ctx.request_id.clone());
+        if let (Some(snap), Some(i)) = (&ctx.snap, ctx.current) {
+            resp.insert_parsed_header(
+                &X_PROVIDER,
+                "x-switchyard-provider",
+                snap.providers[i as usize].name_header.clone(),
+            );
         }
         Ok(())
     }
@@ -795,14 +878,26 @@ impl ProxyHttp for Gateway {
             if ctx.first_chunk.is_none() && !b.is_empty() {
                 ctx.first_chunk = Some(Instant::now());
             }
-            if ctx.scan {
-                ctx.scanner.feed(b);
+            match ctx.strip.as_mut() {
+                // The stripper reads usage from the event it removes.
+                Some(st) if !st.passes(b) => {
+                    let chunk = body.take().unwrap_or_default();
+                    let out = st.filter(chunk, end_of_stream);
+                    *body = (!out.is_empty() || end_of_stream).then_some(out);
+                }
+                Some(_) => {}
+                // Otherwise usage is read at the end from the last chunks (an
+                // OpenAI-shaped response or stream puts it last), so chunks are not
+                // scanned as they pass.
+                None if ctx.scan && !b.is_empty() => {
+                    ctx.tail.rotate_left(1);
+                    ctx.tail[2] = Some(b.clone());
+                }
+                None => {}
             }
-        }
-        if let Some(st) = ctx.strip.as_mut() {
-            let chunk = body.take().unwrap_or_default();
-            let out = st.filter(chunk, end_of_stream);
-            *body = (!out.is_empty() || end_of_stream).then_some(out);
+        } else if let (true, Some(st)) = (end_of_stream, ctx.strip.as_mut()) {
+            let out = st.filter(Bytes::new(), true);
+            *body = (!out.is_empty()).then_some(out);
         }
         if end_of_stream {
             ctx.last_chunk = Some(Instant::now());
@@ -973,61 +1068,56 @@ impl ProxyHttp for Gateway {
             }
         }
         if ctx.usage.is_none() {
-            ctx.usage = ctx.scanner.usage();
+            ctx.usage = match &ctx.strip {
+                Some(st) => st.usage(),
+                None => usage_of_tail(&ctx.tail),
+            };
         }
         let provider = ctx.current.map(|i| &snap.providers[i as usize]);
         if let Some(c) = ctx.inflight.take() {
-            c.inflight.fetch_sub(1, Ordering::Relaxed);
-            if let Some(p) = provider {
-                self.hub
-                    .metrics
-                    .inflight
-                    .with_label_values(&[p.name.as_str()])
-                    .dec();
-            }
+            c.leave();
         }
         let pname = provider.map_or("none", |p| p.name.as_str());
         let ep = ctx.endpoint.map_or("other", Endpoint::label);
-        let m = &self.hub.metrics;
         let failed = e.is_some() || ctx.mid_stream_error;
         let status_label = if ctx.status == 0 {
             "error"
         } else {
             status_class(ctx.status)
         };
-        m.requests
-            .with_label_values(&[pname, snap.metric_model(&ctx.model), ep, status_label])
-            .inc();
+        count_request(
+            &self.hub.metrics,
+            pname,
+            snap.metric_model(&ctx.model),
+            ep,
+            status_label,
+        );
         let latency = end.duration_since(ctx.start);
-        m.duration
-            .with_label_values(&[pname, ep])
-            .observe(latency.as_secs_f64());
         if let Some(o) = ctx.overhead {
-            m.overhead.observe(o.as_secs_f64());
-        }
-        if let (Some(sent), Some(h)) = (ctx.upstream_sent, ctx.upstream_header) {
-            m.upstream_ttfb
-                .with_label_values(&[pname])
-                .observe(h.duration_since(sent).as_secs_f64());
+            self.hub.metrics.overhead.observe(o.as_secs_f64());
         }
         let ttft = if ctx.stream {
             ctx.first_chunk.map(|f| f.duration_since(ctx.start))
         } else {
             None
         };
-        if let Some(t) = ttft {
-            m.ttft.with_label_values(&[pname]).observe(t.as_secs_f64());
-        }
-        if let Some(u) = ctx.usage {
-            if u.prompt_tokens > 0 {
-                m.tokens
-                    .with_label_values(&[pname, "prompt"])
-                    .inc_by(u.prompt_tokens);
+        if let Some(p) = provider {
+            let c = &p.counters;
+            let slot = ctx.endpoint.map_or(4, endpoint_slot);
+            c.duration[slot].observe(latency.as_secs_f64());
+            if let (Some(sent), Some(h)) = (ctx.upstream_sent, ctx.upstream_header) {
+                c.ttfb.observe(h.duration_since(sent).as_secs_f64());
             }
-            if u.completion_tokens > 0 {
-                m.tokens
-                    .with_label_values(&[pname, "completion"])
-                    .inc_by(u.completion_tokens);
+            if let Some(t) = ttft {
+                c.ttft.observe(t.as_secs_f64());
+            }
+            if let Some(u) = ctx.usage {
+                if u.prompt_tokens > 0 {
+                    c.prompt_tokens.inc_by(u.prompt_tokens);
+                }
+                if u.completion_tokens > 0 {
+                    c.completion_tokens.inc_by(u.completion_tokens);
+                }
             }
         }
         if let (Some(p), Some(l)) = (provider, snap.local.as_ref()) {
@@ -1074,7 +1164,7 @@ impl Gateway {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
-            request_id: &ctx.request_id,
+            request_id: ctx.request_id.to_str().unwrap_or(""),
             method: req.method.as_str(),
             path: req.uri.path(),
             model: (!ctx.model.is_empty()).then_some(ctx.model.as_str()),

@@ -87,6 +87,7 @@ impl ShutdownSignalWatch for DrainingSignal {
                         _ = int.recv() => return ShutdownSignal::FastShutdown,
                     }
                 }
+                self.hub.access_log.flush();
                 ShutdownSignal::FastShutdown
             }
         }

@@ -94,7 +94,8 @@ pub fn endpoint_slot(e: Endpoint) -> usize {
         Endpoint::Chat => 0,
         Endpoint::Completions => 1,
         Endpoint::Embeddings => 2,
-        Endpoint::Models | Endpoint::Model | Endpoint::Health => 3,
+        Endpoint::Models | Endpoint::Model => 3,
+        Endpoint::Health => 4,
     }
 }
 
@@ -123,6 +124,8 @@ pub struct Provider {
     pub counters: Arc<ProviderCounters>,
     /// Exact model names to list on `/v1/models`.
     pub listed_models: Vec<String>,
+    /// The provider's name as a response header value.
+    pub name_header: HeaderValue,
     /// Ask for `stream_options.include_usage` on streams.
     pub inject_usage: bool,
     /// Why this provider takes no requests at all (its credential is missing).
@@ -433,7 +436,7 @@ impl Hub {
         self.counters
             .lock()
             .entry(name.to_string())
-            .or_default()
+            .or_insert_with(|| Arc::new(ProviderCounters::new(&self.metrics, name)))
             .clone()
     }
 
@@ -524,6 +527,7 @@ impl Hub {
                 upstream: Some(up),
                 mock: None,
                 counters: self.counters_for("local"),
+                name_header: HeaderValue::from_static("local"),
                 listed_models: listed,
                 inject_usage: s.routing.inject_stream_usage,
                 disabled: None,
@@ -574,6 +578,8 @@ impl Hub {
                 upstream,
                 mock,
                 counters: self.counters_for(&p.name),
+                name_header: HeaderValue::from_str(&p.name)
+                    .map_err(|_| format!("bad provider name {}", p.name))?,
                 listed_models: listed,
                 inject_usage: s.routing.inject_stream_usage,
                 disabled: p

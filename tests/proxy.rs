@@ -825,8 +825,19 @@ async fn sigterm_lets_a_stream_finish() {
     let mut stream = resp.bytes_stream();
     stream.next().await.unwrap().unwrap();
     gw.proc.signal("TERM");
-    let ready = reqwest::get(gw.admin_url("/health/ready")).await.unwrap();
-    assert_eq!(ready.status(), 503);
+    let ready = gw.admin_url("/health/ready");
+    wait_for(
+        "readiness to fail after SIGTERM",
+        Duration::from_secs(5),
+        || {
+            let ready = ready.clone();
+            async move {
+                let r = reqwest::get(&ready).await.ok()?;
+                (r.status() == 503).then_some(())
+            }
+        },
+    )
+    .await;
     let mut body = String::new();
     while let Some(c) = tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await

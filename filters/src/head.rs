@@ -1,41 +1,34 @@
 //! The part of an OpenAI request body that routing needs, parsed without copying.
 //!
-//! The whole body is validated as JSON (so malformed input is rejected before anything is
-//! forwarded), but only a handful of top-level fields are materialised, borrowed from the
-//! body where possible.
+//! The whole body is validated as JSON (RFC 8259: malformed input is rejected before
+//! anything is forwarded), but only a handful of top-level fields are read. The scanner
+//! jumps through string contents with `memchr`, so a long chat history costs little more
+//! than a memory scan; string values are borrowed from the body unless they contain
+//! escapes.
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
-
 /// What the gateway reads from a request body. Borrowed from the body.
-#[derive(Debug, Default, Deserialize, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct RequestHead<'a> {
-    /// The requested model, as the client wrote it.
-    #[serde(borrow, default, deserialize_with = "cow_str")]
+    /// The requested model, as the client wrote it (`null` reads as absent).
     pub model: Option<Cow<'a, str>>,
     /// `stream: true` asks for server-sent events.
-    #[serde(default, deserialize_with = "lenient_bool")]
     pub stream: Option<bool>,
     /// Sampling temperature; `0` makes a request cacheable.
-    #[serde(default, deserialize_with = "lenient_f64")]
     pub temperature: Option<f64>,
     /// Upper bound of generated tokens (`max_tokens`).
-    #[serde(default, deserialize_with = "lenient_u64")]
     pub max_tokens: Option<u64>,
     /// Upper bound of generated tokens (`max_completion_tokens`, newer clients).
-    #[serde(default, deserialize_with = "lenient_u64")]
     pub max_completion_tokens: Option<u64>,
     /// `stream_options` as sent by the client.
-    #[serde(default)]
     pub stream_options: Option<StreamOptions>,
 }
 
 /// The `stream_options` object of a chat or completion request.
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct StreamOptions {
     /// Whether the client asked for the final usage-only chunk.
-    #[serde(default, deserialize_with = "lenient_bool")]
     pub include_usage: Option<bool>,
 }
 
@@ -48,20 +41,431 @@ pub enum HeadError {
     NotAnObject,
 }
 
+/// Nesting deeper than this is rejected (as serde_json does).
+const MAX_DEPTH: usize = 128;
+
+const QUOTE: u8 = 1;
+const BACKSLASH: u8 = 2;
+const CONTROL: u8 = 3;
+const HIGH: u8 = 4;
+
+/// What a byte means inside a string: 0 for an ordinary ASCII byte.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = if i < 0x20 {
+            CONTROL
+        } else if i == b'"' as usize {
+            QUOTE
+        } else if i == b'\\' as usize {
+            BACKSLASH
+        } else if i >= 0x80 {
+            HIGH
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+type R<T> = Result<T, String>;
+
+impl<'a> Scanner<'a> {
+    fn msg(&self, what: &str) -> String {
+        let upto = &self.b[..self.i.min(self.b.len())];
+        let line = upto.iter().filter(|c| **c == b'\n').count() + 1;
+        let col = upto.len() - upto.iter().rposition(|c| *c == b'\n').map_or(0, |p| p + 1) + 1;
+        format!("{what} at line {line} column {col}")
+    }
+
+    fn err<T>(&self, what: &str) -> R<T> {
+        Err(self.msg(what))
+    }
+
+    #[inline]
+    fn ws(&mut self) {
+        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn expect(&mut self, c: u8, what: &str) -> R<()> {
+        self.ws();
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else if self.i >= self.b.len() {
+            self.err("EOF while parsing")
+        } else {
+            self.err(what)
+        }
+    }
+
+    /// A string at `self.i` (the opening quote). Returns the raw contents and whether
+    /// they contain escapes. Non-ASCII contents are checked to be UTF-8.
+    fn string(&mut self) -> R<(&'a [u8], bool)> {
+        self.i += 1;
+        let start = self.i;
+        let mut escaped = false;
+        let mut non_ascii = false;
+        let b = self.b;
+        loop {
+            // Table-driven: one load and one branch per ordinary byte.
+            while self.i < b.len() && CLASS[b[self.i] as usize] == 0 {
+                self.i += 1;
+            }
+            let Some(&c) = b.get(self.i) else {
+                return self.err("EOF while parsing a string");
+            };
+            match CLASS[c as usize] {
+                QUOTE => {
+                    let raw = &b[start..self.i];
+                    self.i += 1;
+                    if non_ascii && std::str::from_utf8(raw).is_err() {
+                        return self.err("invalid unicode in a string");
+                    }
+                    return Ok((raw, escaped));
+                }
+                HIGH => {
+                    non_ascii = true;
+                    self.i += 1;
+                }
+                BACKSLASH => {
+                    escaped = true;
+                    self.i += 1;
+                    match self.peek() {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 1,
+                        Some(b'u') => {
+                            let hex = b.get(self.i + 1..self.i + 5);
+                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                                return self.err("invalid escape");
+                            }
+                            self.i += 5;
+                        }
+                        None => return self.err("EOF while parsing a string"),
+                        _ => return self.err("invalid escape"),
+                    }
+                }
+                _ => {
+                    return self
+                        .err("control character (\\u0000-\\u001F) found while parsing a string")
+                }
+            }
+        }
+    }
+
+    fn number(&mut self) -> R<&'a [u8]> {
+        let start = self.i;
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                    self.i += 1;
+                }
+            }
+            _ => return self.err("invalid number"),
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                return self.err("invalid number");
+            }
+            while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                self.i += 1;
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                return self.err("invalid number");
+            }
+            while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                self.i += 1;
+            }
+        }
+        Ok(&self.b[start..self.i])
+    }
+
+    fn literal(&mut self, word: &[u8]) -> R<()> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            self.err("expected value")
+        }
+    }
+
+    /// Validates one value, whatever it is.
+    fn skip_value(&mut self, depth: usize) -> R<()> {
+        self.ws();
+        match self.peek() {
+            Some(b'"') => self.string().map(|_| ()),
+            Some(b'{') => {
+                if depth >= MAX_DEPTH {
+                    return self.err("recursion limit exceeded");
+                }
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(b'}') {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.ws();
+                    if self.peek() != Some(b'"') {
+                        return self.err("key must be a string");
+                    }
+                    self.string()?;
+                    self.expect(b':', "expected `:`")?;
+                    self.skip_value(depth + 1)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        None => return self.err("EOF while parsing an object"),
+                        _ => return self.err("expected `,` or `}`"),
+                    }
+                }
+            }
+            Some(b'[') => {
+                if depth >= MAX_DEPTH {
+                    return self.err("recursion limit exceeded");
+                }
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(b']') {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.skip_value(depth + 1)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        None => return self.err("EOF while parsing a list"),
+                        _ => return self.err("expected `,` or `]`"),
+                    }
+                }
+            }
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number().map(|_| ()),
+            None => self.err("EOF while parsing a value"),
+            Some(_) => self.err("expected value"),
+        }
+    }
+
+    /// A value that should be a boolean: `Some(b)` if it is one (validated either way).
+    fn bool_value(&mut self) -> R<Option<bool>> {
+        self.ws();
+        match self.peek() {
+            Some(b't') if self.b[self.i..].starts_with(b"true") => {
+                self.i += 4;
+                Ok(Some(true))
+            }
+            Some(b'f') if self.b[self.i..].starts_with(b"false") => {
+                self.i += 5;
+                Ok(Some(false))
+            }
+            _ => self.skip_value(1).map(|_| None),
+        }
+    }
+
+    /// A value that should be a number: its text if it is one.
+    fn number_value(&mut self) -> R<Option<&'a [u8]>> {
+        self.ws();
+        match self.peek() {
+            Some(b'-' | b'0'..=b'9') => self.number().map(Some),
+            _ => self.skip_value(1).map(|_| None),
+        }
+    }
+}
+
+fn unescape(raw: &[u8]) -> R<String> {
+    let mut quoted = Vec::with_capacity(raw.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(raw);
+    quoted.push(b'"');
+    serde_json::from_slice::<String>(&quoted).map_err(|e| e.to_string())
+}
+
+fn key_is(raw: &[u8], escaped: bool, name: &str) -> bool {
+    if escaped {
+        unescape(raw).is_ok_and(|k| k == name)
+    } else {
+        raw == name.as_bytes()
+    }
+}
+
+fn as_str(raw: &[u8]) -> R<&str> {
+    std::str::from_utf8(raw).map_err(|_| "invalid unicode in a string".to_string())
+}
+
 impl<'a> RequestHead<'a> {
     /// Parses `body`, which must be one JSON object. Unknown fields are skipped (but
     /// validated); fields of an unexpected type are treated as absent rather than
-    /// rejected, so the upstream gets to give its own answer on them.
+    /// rejected, so the upstream gets to give its own answer on them, except `model`,
+    /// which must be a string (or null).
     pub fn parse(body: &'a [u8]) -> Result<Self, HeadError> {
-        let first = body.iter().find(|b| !b.is_ascii_whitespace());
-        if first.is_some_and(|b| *b != b'{') {
+        // Outside strings only ASCII is valid JSON, and strings check their own UTF-8.
+        let mut s = Scanner { b: body, i: 0 };
+        s.ws();
+        if s.peek() != Some(b'{') {
+            if s.peek().is_none() {
+                return Err(HeadError::Malformed(
+                    "EOF while parsing a value at line 1 column 0".into(),
+                ));
+            }
             // Validate first so `[1,` reports malformed rather than "not an object".
-            return match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-                Ok(_) => Err(HeadError::NotAnObject),
-                Err(e) => Err(HeadError::Malformed(e.to_string())),
-            };
+            s.skip_value(0).map_err(HeadError::Malformed)?;
+            s.ws();
+            if s.i != body.len() {
+                return Err(HeadError::Malformed(s.msg("trailing characters")));
+            }
+            return Err(HeadError::NotAnObject);
         }
-        serde_json::from_slice(body).map_err(|e| HeadError::Malformed(e.to_string()))
+        let head = Self::object(&mut s).map_err(HeadError::Malformed)?;
+        s.ws();
+        if s.i != body.len() {
+            return Err(HeadError::Malformed(s.msg("trailing characters")));
+        }
+        Ok(head)
+    }
+
+    fn object(s: &mut Scanner<'a>) -> R<Self> {
+        let mut h = RequestHead::default();
+        s.i += 1;
+        s.ws();
+        if s.peek() == Some(b'}') {
+            s.i += 1;
+            return Ok(h);
+        }
+        loop {
+            s.ws();
+            if s.peek() != Some(b'"') {
+                return if s.peek().is_none() {
+                    s.err("EOF while parsing an object")
+                } else {
+                    s.err("key must be a string")
+                };
+            }
+            let (key, esc) = s.string()?;
+            s.expect(b':', "expected `:`")?;
+            s.ws();
+            let unescaped;
+            let key: &[u8] = if esc {
+                unescaped = unescape(key)?;
+                unescaped.as_bytes()
+            } else {
+                key
+            };
+            match key {
+                b"model" => match s.peek() {
+                    Some(b'"') => {
+                        let (raw, escaped) = s.string()?;
+                        h.model = Some(if escaped {
+                            Cow::Owned(unescape(raw)?)
+                        } else {
+                            Cow::Borrowed(as_str(raw)?)
+                        });
+                    }
+                    Some(b'n') => {
+                        s.literal(b"null")?;
+                        h.model = None;
+                    }
+                    _ => {
+                        s.skip_value(1)?;
+                        return s.err("invalid type: `model` must be a string");
+                    }
+                },
+                b"stream" => h.stream = s.bool_value()?,
+                b"temperature" => {
+                    h.temperature = s
+                        .number_value()?
+                        .and_then(|n| as_str(n).ok()?.parse::<f64>().ok())
+                }
+                b"max_tokens" => {
+                    h.max_tokens = s.number_value()?.and_then(|n| as_str(n).ok()?.parse().ok())
+                }
+                b"max_completion_tokens" => {
+                    h.max_completion_tokens =
+                        s.number_value()?.and_then(|n| as_str(n).ok()?.parse().ok())
+                }
+                b"stream_options" if s.peek() == Some(b'{') => {
+                    h.stream_options = Some(Self::stream_options(s)?)
+                }
+                _ => s.skip_value(1)?,
+            }
+            s.ws();
+            match s.peek() {
+                Some(b',') => s.i += 1,
+                Some(b'}') => {
+                    s.i += 1;
+                    return Ok(h);
+                }
+                None => return s.err("EOF while parsing an object"),
+                _ => return s.err("expected `,` or `}`"),
+            }
+        }
+    }
+
+    fn stream_options(s: &mut Scanner<'a>) -> R<StreamOptions> {
+        let mut o = StreamOptions::default();
+        s.i += 1;
+        s.ws();
+        if s.peek() == Some(b'}') {
+            s.i += 1;
+            return Ok(o);
+        }
+        loop {
+            s.ws();
+            if s.peek() != Some(b'"') {
+                return s.err("key must be a string");
+            }
+            let (key, esc) = s.string()?;
+            s.expect(b':', "expected `:`")?;
+            if key_is(key, esc, "include_usage") {
+                o.include_usage = s.bool_value()?;
+            } else {
+                s.skip_value(2)?;
+            }
+            s.ws();
+            match s.peek() {
+                Some(b',') => s.i += 1,
+                Some(b'}') => {
+                    s.i += 1;
+                    return Ok(o);
+                }
+                None => return s.err("EOF while parsing an object"),
+                _ => return s.err("expected `,` or `}`"),
+            }
+        }
     }
 
     /// Whether the client wants a stream.
@@ -83,53 +487,6 @@ impl<'a> RequestHead<'a> {
     }
 }
 
-/// Borrows the string from the body when it has no escapes; copies it otherwise.
-fn cow_str<'de: 'a, 'a, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Cow<'a, str>>, D::Error> {
-    struct V;
-    impl<'de> serde::de::Visitor<'de> for V {
-        type Value = Option<Cow<'de, str>>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a string")
-        }
-        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Borrowed(v)))
-        }
-        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Owned(v.to_owned())))
-        }
-        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Owned(v)))
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-    }
-    d.deserialize_any(V)
-}
-
-fn lenient_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    Ok(match serde_json::Value::deserialize(d)? {
-        serde_json::Value::Bool(b) => Some(b),
-        _ => None,
-    })
-}
-
-fn lenient_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    Ok(match serde_json::Value::deserialize(d)? {
-        serde_json::Value::Number(n) => n.as_f64(),
-        _ => None,
-    })
-}
-
-fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Ok(match serde_json::Value::deserialize(d)? {
-        serde_json::Value::Number(n) => n.as_u64(),
-        _ => None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,35 +506,57 @@ mod tests {
 
     #[test]
     fn escaped_model_is_unescaped() {
-        let h = RequestHead::parse(br#"{"model":"a\/b"}"#).unwrap();
-        assert_eq!(h.model.as_deref(), Some("a/b"));
+        let h = RequestHead::parse(br#"{"model":"a\/b\u00e9"}"#).unwrap();
+        assert_eq!(h.model.as_deref(), Some("a/bé"));
+        let h = RequestHead::parse(br#"{"mo\u0064el":"x"}"#).unwrap();
+        assert_eq!(h.model.as_deref(), Some("x"));
     }
 
     #[test]
-    fn missing_model_is_none() {
-        let h = RequestHead::parse(br#"{"messages":[]}"#).unwrap();
-        assert_eq!(h.model, None);
+    fn missing_or_null_model_is_none() {
+        assert_eq!(
+            RequestHead::parse(br#"{"messages":[]}"#).unwrap().model,
+            None
+        );
+        assert_eq!(
+            RequestHead::parse(br#"{"model":null}"#).unwrap().model,
+            None
+        );
+        assert!(matches!(
+            RequestHead::parse(br#"{"model":5}"#),
+            Err(HeadError::Malformed(_))
+        ));
     }
 
     #[test]
     fn malformed_json_is_rejected() {
-        assert!(matches!(
-            RequestHead::parse(br#"{"model": "#),
-            Err(HeadError::Malformed(_))
-        ));
-        assert!(matches!(
-            RequestHead::parse(br#"{"model":"x",}"#),
-            Err(HeadError::Malformed(_))
-        ));
-        assert!(matches!(
-            RequestHead::parse(b""),
-            Err(HeadError::Malformed(_))
-        ));
+        for bad in [
+            &br#"{"model": "#[..],
+            br#"{"model":"x",}"#,
+            b"",
+            b"   ",
+            br#"{"a":1} x"#,
+            br#"{"a":01}"#,
+            br#"{"a":1.}"#,
+            br#"{"a":"\x"}"#,
+            b"{\"a\":\"\x01\"}",
+            br#"{"a":tru}"#,
+            br#"{a:1}"#,
+            br#"{"a" 1}"#,
+            b"{\"a\":\"\xff\"}",
+        ] {
+            assert!(
+                matches!(RequestHead::parse(bad), Err(HeadError::Malformed(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
     fn non_object_is_rejected() {
         assert_eq!(RequestHead::parse(b"[1,2]"), Err(HeadError::NotAnObject));
+        assert_eq!(RequestHead::parse(b" 3 "), Err(HeadError::NotAnObject));
         assert!(matches!(
             RequestHead::parse(b"[1,"),
             Err(HeadError::Malformed(_))
@@ -189,5 +568,73 @@ mod tests {
         let h = RequestHead::parse(br#"{"model":"m","stream":"yes","max_tokens":-1}"#).unwrap();
         assert_eq!(h.stream, None);
         assert_eq!(h.max_tokens, None);
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded() {
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(matches!(
+            RequestHead::parse(deep.as_bytes()),
+            Err(HeadError::Malformed(_))
+        ));
+        let ok = format!("{{\"a\":{}{}}}", "[".repeat(100), "]".repeat(100));
+        assert!(RequestHead::parse(ok.as_bytes()).is_ok());
+    }
+
+    /// Differential check against serde_json on many mutations of real bodies.
+    #[test]
+    fn agrees_with_serde_json() {
+        let seeds: &[&[u8]] = &[
+            br#"{"model":"m","messages":[{"role":"user","content":"hi \"there\" \u00e9"}],"temperature":0.5,"stream":true,"stream_options":{"include_usage":false},"max_tokens":10,"x":[1,-2.5e3,true,false,null,{}]}"#,
+            br#"{ "model" : "a\/b" , "n" : [ ] , "o" : { "p" : [ { } ] } }"#,
+            br#"[1,2,{"a":"b"}]"#,
+        ];
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let alphabet = b"{}[]:,\"\\ 0123456789.eE+-truefalsnu\x01\xc3\xa9x";
+        for seed in seeds {
+            for _ in 0..4000 {
+                let mut b = seed.to_vec();
+                for _ in 0..(next() % 3 + 1) {
+                    let pos = (next() as usize) % (b.len() + 1);
+                    match next() % 3 {
+                        0 if pos < b.len() => {
+                            b.remove(pos);
+                        }
+                        1 if pos < b.len() => b[pos] = alphabet[(next() as usize) % alphabet.len()],
+                        _ => b.insert(pos, alphabet[(next() as usize) % alphabet.len()]),
+                    }
+                }
+                let ours = RequestHead::parse(&b);
+                let theirs = serde_json::from_slice::<serde_json::Value>(&b);
+                match (&ours, &theirs) {
+                    (Ok(h), Ok(v)) => {
+                        assert!(v.is_object());
+                        assert_eq!(
+                            h.model.as_deref(),
+                            v["model"].as_str(),
+                            "{}",
+                            String::from_utf8_lossy(&b)
+                        );
+                        assert_eq!(h.stream, v["stream"].as_bool());
+                    }
+                    (Err(HeadError::NotAnObject), Ok(v)) => assert!(!v.is_object()),
+                    (Err(HeadError::Malformed(_)), Err(_)) => {}
+                    (Err(HeadError::Malformed(_)), Ok(v))
+                        if !v["model"].is_string() && !v["model"].is_null() => {}
+                    _ => panic!(
+                        "disagree on {:?}: ours {:?}, serde_json {:?}",
+                        String::from_utf8_lossy(&b),
+                        ours,
+                        theirs.map(|_| ())
+                    ),
+                }
+            }
+        }
     }
 }

@@ -8,9 +8,16 @@
 //! object) from a stream, for clients that did not ask for it when the gateway asked the
 //! upstream for it on their behalf.
 
+use std::sync::LazyLock;
+
 use arrayvec::ArrayVec;
 use bytes::{Bytes, BytesMut};
+use memchr::memmem::Finder;
 use serde::Deserialize;
+
+// Searchers built once: building one per call costs more than the search.
+static KEY_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(KEY));
+static USAGE_OBJECT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":{"));
 
 /// Token counts reported by an upstream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -48,6 +55,8 @@ pub struct UsageScanner {
     tail: ArrayVec<u8, 8>,
     capture: Vec<u8>,
     depth: u32,
+    /// Where the object being captured starts in the current chunk.
+    obj_start: usize,
     in_string: bool,
     escaped: bool,
     last: Option<Usage>,
@@ -67,6 +76,7 @@ impl UsageScanner {
             tail: ArrayVec::new(),
             capture: Vec::new(),
             depth: 0,
+            obj_start: 0,
             in_string: false,
             escaped: false,
             last: None,
@@ -97,7 +107,7 @@ impl UsageScanner {
                             continue;
                         }
                     }
-                    match memchr::memmem::find(&chunk[i..], KEY) {
+                    match KEY_FINDER.find(&chunk[i..]) {
                         Some(p) => {
                             i += p + KEY.len();
                             self.state = State::BeforeValue { colon: false };
@@ -123,7 +133,7 @@ impl UsageScanner {
                         b':' if !colon => self.state = State::BeforeValue { colon: true },
                         b'{' if colon => {
                             self.capture.clear();
-                            self.capture.push(b'{');
+                            self.obj_start = i - 1;
                             self.depth = 1;
                             self.in_string = false;
                             self.escaped = false;
@@ -136,39 +146,70 @@ impl UsageScanner {
                     let start = i;
                     let mut done = false;
                     while i < chunk.len() {
-                        let b = chunk[i];
-                        i += 1;
                         if self.in_string {
-                            if self.escaped {
-                                self.escaped = false;
-                            } else if b == b'\\' {
-                                self.escaped = true;
-                            } else if b == b'"' {
-                                self.in_string = false;
+                            match memchr::memchr2(b'"', b'\\', &chunk[i..]) {
+                                None => i = chunk.len(),
+                                Some(p) => {
+                                    i += p;
+                                    if chunk[i] == b'\\' {
+                                        // Skip the escaped byte (it may be in the next chunk).
+                                        i += 2;
+                                        if i > chunk.len() {
+                                            self.escaped = true;
+                                            i = chunk.len();
+                                        }
+                                    } else {
+                                        self.in_string = false;
+                                        i += 1;
+                                    }
+                                }
                             }
                             continue;
                         }
-                        match b {
-                            b'"' => self.in_string = true,
-                            b'{' => self.depth += 1,
-                            b'}' => {
-                                self.depth -= 1;
+                        if std::mem::take(&mut self.escaped) {
+                            i += 1;
+                            self.in_string = true;
+                            continue;
+                        }
+                        match memchr::memchr3(b'"', b'{', b'}', &chunk[i..]) {
+                            None => i = chunk.len(),
+                            Some(p) => {
+                                i += p;
+                                match chunk[i] {
+                                    b'"' => self.in_string = true,
+                                    b'{' => self.depth += 1,
+                                    _ => self.depth -= 1,
+                                }
+                                i += 1;
                                 if self.depth == 0 {
                                     done = true;
                                     break;
                                 }
                             }
-                            _ => {}
                         }
                     }
-                    if self.capture.len() + (i - start) > MAX_CAPTURE {
+                    let i_end = i.min(chunk.len());
+                    if done && self.capture.is_empty() {
+                        // The whole object is in this chunk: parse it in place.
+                        if let Some(u) = parse_usage(&chunk[self.obj_start..i_end]) {
+                            self.last = Some(u);
+                        }
+                        self.state = State::Search;
+                        continue;
+                    }
+                    let from = if self.capture.is_empty() {
+                        self.obj_start
+                    } else {
+                        start
+                    };
+                    if self.capture.len() + (i_end - from) > MAX_CAPTURE {
                         self.capture.clear();
                         self.state = State::Search;
                         continue;
                     }
-                    self.capture.extend_from_slice(&chunk[start..i]);
+                    self.capture.extend_from_slice(&chunk[from..i_end]);
                     if done {
-                        if let Ok(u) = serde_json::from_slice::<Usage>(&self.capture) {
+                        if let Some(u) = parse_usage(&self.capture) {
                             self.last = Some(u);
                         }
                         self.capture.clear();
@@ -180,7 +221,113 @@ impl UsageScanner {
         if self.state == State::Search {
             self.tail.clear();
         }
+        if self.state == State::Capture && self.capture.is_empty() {
+            // The object opened on this chunk's last byte.
+            self.capture
+                .extend_from_slice(&chunk[self.obj_start.min(chunk.len())..]);
+        }
     }
+}
+
+/// Reads the three counters from a usage object, without a JSON parser. `obj` starts at
+/// the object's `{`; reading stops at its matching `}`, and an object that does not close
+/// within `obj` gives `None`. Every `"key": <integer>` pair is looked at, at any depth
+/// (the nested `*_details` objects use other key names). Jumps between structural
+/// characters with `memchr` rather than visiting every byte.
+pub fn parse_usage(obj: &[u8]) -> Option<Usage> {
+    let (mut prompt, mut completion, mut total) = (None, None, None);
+    let n = obj.len();
+    let mut depth = 0usize;
+    let mut i = 0;
+    loop {
+        i += memchr::memchr3(b'"', b'{', b'}', &obj[i..])?;
+        match obj[i] {
+            b'{' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            _ => {
+                let ks = i + 1;
+                let mut ke = ks + memchr::memchr2(b'"', b'\\', &obj[ks..])?;
+                while obj[ke] == b'\\' {
+                    ke += 2;
+                    ke += memchr::memchr2(b'"', b'\\', obj.get(ke..)?)?;
+                }
+                let key = &obj[ks..ke];
+                i = ke + 1;
+                while i < n && matches!(obj[i], b' ' | b'\t' | b'\n' | b'\r') {
+                    i += 1;
+                }
+                if i >= n || obj[i] != b':' {
+                    continue; // a string value, not a key
+                }
+                i += 1;
+                while i < n && matches!(obj[i], b' ' | b'\t' | b'\n' | b'\r') {
+                    i += 1;
+                }
+                let slot = match key {
+                    b"prompt_tokens" => &mut prompt,
+                    b"completion_tokens" => &mut completion,
+                    b"total_tokens" => &mut total,
+                    _ => continue,
+                };
+                let mut v: u64 = 0;
+                let mut digits = 0;
+                while i < n && obj[i].is_ascii_digit() {
+                    v = v.checked_mul(10)?.checked_add(u64::from(obj[i] - b'0'))?;
+                    digits += 1;
+                    i += 1;
+                }
+                if digits > 0 {
+                    *slot = Some(v);
+                }
+            }
+        }
+    }
+    if prompt.is_none() && completion.is_none() {
+        return None;
+    }
+    let (p, c) = (prompt.unwrap_or(0), completion.unwrap_or(0));
+    Some(Usage {
+        prompt_tokens: p,
+        completion_tokens: c,
+        total_tokens: total.unwrap_or(p + c),
+    })
+}
+
+/// The usage object of a complete JSON response, looked for from the end, where
+/// OpenAI-shaped responses put it: `tail` is the end of the response (its last chunk, or
+/// the last bytes of it). Cheaper than scanning the whole response.
+pub fn usage_from_tail(tail: &[u8]) -> Option<Usage> {
+    // The key, found backwards by its `u` (cheap when the object is near the end).
+    for p in memchr::memrchr_iter(b'u', tail) {
+        if p == 0 || tail[p - 1] != b'"' || !tail[p..].starts_with(b"usage\"") {
+            continue;
+        }
+        let mut i = p + 6;
+        while i < tail.len() && matches!(tail[i], b' ' | b'\t' | b'\n' | b'\r') {
+            i += 1;
+        }
+        if tail.get(i) != Some(&b':') {
+            continue;
+        }
+        i += 1;
+        while i < tail.len() && matches!(tail[i], b' ' | b'\t' | b'\n' | b'\r') {
+            i += 1;
+        }
+        if tail.get(i) != Some(&b'{') {
+            return None; // "usage": null
+        }
+        return parse_usage(&tail[i..]);
+    }
+    None
 }
 
 /// Removes the usage-only event from an SSE stream, passing every other byte through.
@@ -190,6 +337,7 @@ impl UsageScanner {
 #[derive(Debug, Default)]
 pub struct UsageChunkStripper {
     pending: BytesMut,
+    usage: Option<Usage>,
 }
 
 impl UsageChunkStripper {
@@ -198,9 +346,21 @@ impl UsageChunkStripper {
         Self::default()
     }
 
+    /// The usage read from the event it removed, if any.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// Whether `chunk` can be sent as it is: nothing is pending, it ends on an event
+    /// boundary, and it holds no usage-only event. The common case; checks only the
+    /// chunk's end and its few `[`.
+    pub fn passes(&self, chunk: &[u8]) -> bool {
+        self.pending.is_empty() && ends_with_event_boundary(chunk) && !has_usage_only(chunk)
+    }
+
     /// Filters the next chunk; `end` flushes anything pending. Returns what to send.
     pub fn filter(&mut self, chunk: Bytes, end: bool) -> Bytes {
-        if self.pending.is_empty() && ends_with_event_boundary(&chunk) && !has_usage_only(&chunk) {
+        if self.passes(&chunk) {
             return chunk;
         }
         self.pending.extend_from_slice(&chunk);
@@ -208,7 +368,9 @@ impl UsageChunkStripper {
         let mut consumed = 0;
         while let Some((event_end, next)) = find_event_end(&self.pending[consumed..]) {
             let event = &self.pending[consumed..consumed + event_end];
-            if !is_usage_only_event(event) {
+            if is_usage_only_event(event) {
+                self.usage = usage_from_tail(event).or(self.usage);
+            } else {
                 out.extend_from_slice(&self.pending[consumed..consumed + next]);
             }
             consumed += next;
@@ -216,7 +378,9 @@ impl UsageChunkStripper {
         let _ = self.pending.split_to(consumed);
         if end && !self.pending.is_empty() {
             let rest = self.pending.split();
-            if !is_usage_only_event(&rest) {
+            if is_usage_only_event(&rest) {
+                self.usage = usage_from_tail(&rest).or(self.usage);
+            } else {
                 out.extend_from_slice(&rest);
             }
         }
@@ -228,8 +392,12 @@ fn ends_with_event_boundary(b: &[u8]) -> bool {
     b.ends_with(b"\n\n") || b.ends_with(b"\r\n\r\n")
 }
 
+/// Whether `b` holds `"choices":[]`. Looks only at the few `[` of a chunk instead of
+/// running a substring search over every byte.
 fn has_usage_only(b: &[u8]) -> bool {
-    memchr::memmem::find(b, b"\"choices\":[]").is_some()
+    const KEY: &[u8] = b"\"choices\":";
+    memchr::memchr_iter(b'[', b)
+        .any(|p| b.get(p + 1) == Some(&b']') && p >= KEY.len() && &b[p - KEY.len()..p] == KEY)
 }
 
 /// (end of the event's content, start of the next event).
@@ -243,7 +411,7 @@ fn find_event_end(b: &[u8]) -> Option<(usize, usize)> {
 }
 
 fn is_usage_only_event(event: &[u8]) -> bool {
-    has_usage_only(event) && memchr::memmem::find(event, b"\"usage\":{").is_some()
+    has_usage_only(event) && USAGE_OBJECT.find(event).is_some()
 }
 
 #[cfg(test)]
@@ -300,6 +468,43 @@ mod tests {
     }
 
     #[test]
+    fn usage_from_the_end() {
+        let doc = format!(r#"{{"id":"x","choices":[{{"text":"\"usage\": {{}}"}}],{U}}}"#);
+        assert_eq!(
+            usage_from_tail(doc.as_bytes()).map(|u| u.completion_tokens),
+            Some(7)
+        );
+        let pretty =
+            "{\n  \"usage\" : {\n    \"prompt_tokens\": 3,\n    \"completion_tokens\": 4\n  }\n}\n";
+        assert_eq!(
+            usage_from_tail(pretty.as_bytes()).map(|u| u.total_tokens),
+            Some(7)
+        );
+        assert_eq!(usage_from_tail(br#"{"usage":null}"#), None);
+        assert_eq!(usage_from_tail(br#"{"usage":{"prompt_tokens":1"#), None);
+        assert_eq!(usage_from_tail(br#"{"x":1}"#), None);
+    }
+
+    #[test]
+    fn usage_parse_by_hand() {
+        let u = parse_usage(br#"{"prompt_tokens": 5, "completion_tokens_details":{"reasoning_tokens":3},"completion_tokens":7}"#);
+        assert_eq!(
+            u,
+            Some(Usage {
+                prompt_tokens: 5,
+                completion_tokens: 7,
+                total_tokens: 12
+            })
+        );
+        assert_eq!(parse_usage(br#"{"x":1}"#), None);
+        assert_eq!(parse_usage(br#"{"prompt_tokens":"a"}"#), None);
+        assert_eq!(
+            parse_usage(br#"{"prompt_tokens":99999999999999999999999}"#),
+            None
+        );
+    }
+
+    #[test]
     fn oversized_object_is_dropped() {
         let big = format!(r#"{{"usage":{{"x":"{}"}}}}"#, "a".repeat(5000));
         let mut s = UsageScanner::new();
@@ -321,6 +526,7 @@ mod tests {
             "whole events pass without copying"
         );
         assert_eq!(st.filter(Bytes::from(u.clone()), false), Bytes::new());
+        assert_eq!(st.usage().map(|u| u.completion_tokens), Some(7));
         assert_eq!(st.filter(Bytes::from(d), true), Bytes::from(d));
 
         // the same stream cut at arbitrary points
