@@ -193,14 +193,19 @@ def rss_kib(pid):
 
 
 def parse_latency(s):
-    m = re.match(r"([\d.]+)(us|ms|s)", s)
+    """wrk's latency text (e.g. 137.00us, 1.20ms, 2.00s, 1.00m) in ms."""
+    m = re.match(r"([\d.]+)([a-z]+)", s)
+    if not m:
+        return float("nan")
     v, u = float(m.group(1)), m.group(2)
-    return v / 1000 if u == "us" else v if u == "ms" else v * 1000
+    return v * {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4, "h": 3.6e6}.get(u, float("nan"))
 
 
 def wrk(url, conns, secs, script):
     out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", "-s", script, url],
                          capture_output=True, text=True, env=dict(os.environ, MODEL=MODEL)).stdout
+    if "Requests/sec" not in out:
+        raise SystemExit(f"wrk failed against {url}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
     p50 = parse_latency(re.search(r"50%\s+(\S+)", out).group(1))
@@ -299,7 +304,7 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=3, help="runs per point (median kept)")
     ap.add_argument("--conns", default="1,32,128")
-    ap.add_argument("--only", choices=["chat", "stream"], help="one mode only")
+    ap.add_argument("--only", choices=["chat", "stream", "memory"], help="one part only")
     ap.add_argument("--streams", default="1000,5000", help="open streams for the memory test ('' skips)")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--quick", action="store_true")
@@ -334,7 +339,7 @@ def main():
                          text=True).stdout.strip()
     emit(f"# Load test {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} cores ({cpu})")
     emit(f"wrk -t1, {a.duration}s per run, median of {a.rounds}; each proxy one worker; CPU = proxy's user+sys time per request")
-    modes = [a.only] if a.only else ["chat", "stream"]
+    modes = [a.only] if a.only in ("chat", "stream") else [] if a.only else ["chat", "stream"]
     for mode in modes:
         emit()
         if mode == "chat":
@@ -367,17 +372,19 @@ def main():
         emit("|---|---|---|---|")
         for name, (p50, p99) in t.items():
             emit(f"| {name} | {p50:.3f} | {p99:.3f} | {p50 - t['direct'][0]:+.3f} |")
-    if a.streams:
-        slow, syl, syla = free_port(), free_port(), free_port()
+    if a.streams and a.only in (None, "memory"):
+        slow, syl, syla, byl = free_port(), free_port(), free_port(), free_port()
         mock(slow, "--tokens", "100000", "--itl-ms", "1000")
         s3 = switchyard(syl, syla, slow)
+        b3 = bare(byl, slow)
         emit()
-        emit("## Memory per open stream (switchyard RSS, streams held open on a slow upstream)")
+        emit("## Memory per open stream (RSS, streams held open on a slow upstream)")
         emit()
-        emit("| open streams | RSS before KiB | RSS with streams KiB | KiB per stream |")
-        emit("|---|---|---|---|")
-        for n, (base, held, per) in memory_per_stream(syl, s3.pid, [int(x) for x in a.streams.split(",")]).items():
-            emit(f"| {n} | {base} | {held} | {per:.1f} |")
+        emit("| proxy | open streams | RSS before KiB | RSS with streams KiB | KiB per stream |")
+        emit("|---|---|---|---|---|")
+        for name, port, pid in (("switchyard", syl, s3.pid), ("bare pingora", byl, b3.pid)):
+            for n, (base, held, per) in memory_per_stream(port, pid, [int(x) for x in a.streams.split(",")]).items():
+                emit(f"| {name} | {n} | {base} | {held} | {per:.1f} |")
     if a.out:
         with open(a.out, "w") as f:
             f.write("\n".join(lines) + "\n")

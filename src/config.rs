@@ -109,6 +109,9 @@ pub struct ServerFile {
     pub upgrade_sock: String,
     /// Write-buffer size of client connections, bytes.
     pub write_buffer_bytes: usize,
+    /// Read-buffer size of client connections, bytes (request headers; bodies are read
+    /// into their own buffer).
+    pub read_buffer_bytes: usize,
 }
 
 impl Default for ServerFile {
@@ -130,6 +133,7 @@ impl Default for ServerFile {
             shutdown_grace_secs: 30,
             upgrade_sock: "/tmp/switchyard_upgrade.sock".into(),
             write_buffer_bytes: 16 * 1024,
+            read_buffer_bytes: 4096,
         }
     }
 }
@@ -494,6 +498,8 @@ pub struct ServerSettings {
     pub upgrade_sock: String,
     /// Client connection write buffer, bytes.
     pub write_buffer_bytes: usize,
+    /// Client connection read buffer, bytes.
+    pub read_buffer_bytes: usize,
 }
 
 /// Validated `[local]`; `None` when `kind = "none"`.
@@ -803,6 +809,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
             upgrade_sock: s.upgrade_sock.clone(),
             write_buffer_bytes: s.write_buffer_bytes.clamp(1460, 1 << 20),
+            read_buffer_bytes: s.read_buffer_bytes.min(1 << 20),
         };
         if server.listen == server.admin_listen && server.listen.port() != 0 {
             return Err(cerr(

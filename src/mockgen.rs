@@ -27,16 +27,17 @@ const WORDS: &[&str] = &[
 
 /// `n` canned tokens (each a word followed by a space, the last without).
 pub fn canned_tokens(n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| {
-            let w = WORDS[i % WORDS.len()];
-            if i + 1 == n {
-                w.to_string()
-            } else {
-                format!("{w} ")
-            }
-        })
-        .collect()
+    (0..n).map(|i| canned_token(i, n)).collect()
+}
+
+/// Token `i` of `n` canned tokens.
+pub fn canned_token(i: usize, n: usize) -> String {
+    let w = WORDS[i % WORDS.len()];
+    if i + 1 == n {
+        w.to_string()
+    } else {
+        format!("{w} ")
+    }
 }
 
 /// Splits `text` into word tokens that concatenate back to `text`.

@@ -159,7 +159,10 @@ pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String
         Gateway::new(hub.clone()),
         "switchyard-proxy",
     );
-    let buffers = L4BufferSettings::default().write(hub.settings.server.write_buffer_bytes);
+    let buffers = L4BufferSettings::new(
+        hub.settings.server.read_buffer_bytes,
+        hub.settings.server.write_buffer_bytes,
+    );
     let mut listener = ListenerConfig::tcp(listen.to_string()).l4_buffer(buffers);
     if let Some((cert, key)) = &hub.settings.server.tls {
         let tls =

@@ -8,7 +8,13 @@
 //! - [`usage`]: token usage found in responses and streams as they pass
 //! - [`error`]: every error the gateway answers itself, and its JSON body
 //! - [`glob`]: model-name patterns
+//! - [`bucket`]: token-bucket arithmetic of per-tenant rate limits
+//! - [`cachekey`]: which requests are cached, and their keys
+//! - [`convert`]: a cached answer as a stream or as a whole response
 
+pub mod bucket;
+pub mod cachekey;
+pub mod convert;
 pub mod endpoint;
 pub mod error;
 pub mod glob;

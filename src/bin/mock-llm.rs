@@ -275,7 +275,6 @@ impl Mock {
         );
         let itl =
             Duration::from_millis(header_u64(&parts, "x-mock-itl-ms").unwrap_or(self.args.itl_ms));
-        let tokens = mockgen::canned_tokens(n);
         let id = format!(
             "{}-{}",
             if kind == StreamKind::Chat {
@@ -292,7 +291,7 @@ impl Mock {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
-            let text = tokens.concat();
+            let text = mockgen::canned_tokens(n).concat();
             let doc = match kind {
                 StreamKind::Chat => {
                     mockgen::chat_completion(&id, &model, created, &text, prompt, n as u64)
@@ -308,59 +307,37 @@ impl Mock {
             .pointer("/stream_options/include_usage")
             .and_then(|u| u.as_bool())
             .unwrap_or(false);
-        let b = StreamBuilder {
-            id: &id,
-            model: &model,
+        // Events are made one at a time as the stream is polled, so long streams
+        // (thousands of tokens) cost nothing up front.
+        let gen = EventGen {
+            id,
+            model,
             created,
             kind,
             include_usage,
+            tokens: n,
+            prompt,
+            ttft,
+            itl,
         };
-        // (delay before this chunk, chunk)
-        let mut chunks: Vec<(Duration, Bytes)> = Vec::with_capacity(n + 4);
-        let mut first = true;
-        let mut delay_for = |is_token: bool| {
-            if is_token && first {
-                first = false;
-                ttft
-            } else if is_token {
-                itl
-            } else {
-                Duration::ZERO
-            }
-        };
-        if let Some(r) = b.role_chunk() {
-            chunks.push((delay_for(false), Bytes::from(r)));
-        }
-        for t in &tokens {
-            chunks.push((delay_for(true), Bytes::from(b.token_chunk(t))));
-        }
-        chunks.push((Duration::ZERO, Bytes::from(b.finish_chunk())));
-        if include_usage {
-            chunks.push((Duration::ZERO, Bytes::from(b.usage_chunk(prompt, n as u64))));
-        }
-        chunks.push((Duration::ZERO, Bytes::from_static(mockgen::SSE_DONE)));
         let limit = drop_after.map_or(usize::MAX, |d| d as usize);
-
-        let s = stream::unfold(
-            (chunks.into_iter(), 0usize),
-            move |(mut it, sent)| async move {
-                if sent >= limit {
-                    if sent == limit {
-                        let err = std::io::Error::new(
-                            std::io::ErrorKind::ConnectionAborted,
-                            "mock-llm: injected drop",
-                        );
-                        return Some((Err(err), (it, usize::MAX)));
-                    }
-                    return None;
+        let s = stream::unfold((gen, 0usize), move |(gen, sent)| async move {
+            if sent >= limit {
+                if sent == limit {
+                    let err = std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "mock-llm: injected drop",
+                    );
+                    return Some((Err(err), (gen, usize::MAX)));
                 }
-                let (delay, chunk) = it.next()?;
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-                Some((Ok(Frame::data(chunk)), (it, sent + 1)))
-            },
-        );
+                return None;
+            }
+            let (delay, chunk) = gen.event(sent)?;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Some((Ok(Frame::data(chunk)), (gen, sent + 1)))
+        });
         let mut r = Response::new(BodyExt::boxed(StreamBody::new(s)));
         let h = r.headers_mut();
         h.insert(
@@ -396,6 +373,56 @@ impl Mock {
         r.headers_mut()
             .insert("content-length", hyper::header::HeaderValue::from(len));
         r
+    }
+}
+
+/// The events of one streamed answer, in vLLM's order: role (chat), one per token,
+/// finish, usage (when asked), `[DONE]`.
+struct EventGen {
+    id: String,
+    model: String,
+    created: u64,
+    kind: StreamKind,
+    include_usage: bool,
+    tokens: usize,
+    prompt: u64,
+    ttft: Duration,
+    itl: Duration,
+}
+
+impl EventGen {
+    /// Event number `k` and the delay before it; `None` after the last.
+    fn event(&self, k: usize) -> Option<(Duration, Bytes)> {
+        let b = StreamBuilder {
+            id: &self.id,
+            model: &self.model,
+            created: self.created,
+            kind: self.kind,
+            include_usage: self.include_usage,
+        };
+        let role = usize::from(self.kind == StreamKind::Chat);
+        if k < role {
+            return b.role_chunk().map(|r| (Duration::ZERO, Bytes::from(r)));
+        }
+        let t = k - role;
+        if t < self.tokens {
+            let word = mockgen::canned_token(t, self.tokens);
+            let delay = if t == 0 { self.ttft } else { self.itl };
+            return Some((delay, Bytes::from(b.token_chunk(&word))));
+        }
+        let mut rest = t - self.tokens;
+        if rest == 0 {
+            return Some((Duration::ZERO, Bytes::from(b.finish_chunk())));
+        }
+        rest -= 1;
+        if self.include_usage {
+            if rest == 0 {
+                let u = b.usage_chunk(self.prompt, self.tokens as u64);
+                return Some((Duration::ZERO, Bytes::from(u)));
+            }
+            rest -= 1;
+        }
+        (rest == 0).then(|| (Duration::ZERO, Bytes::from_static(mockgen::SSE_DONE)))
     }
 }
 

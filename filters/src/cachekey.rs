@@ -1,0 +1,160 @@
+//! Which requests the response cache takes, and the key of each.
+//!
+//! Cacheable: chat and text completions with `temperature` exactly 0. `Cache-Control:
+//! no-cache` skips the lookup (and waiting on an identical request in flight);
+//! `no-store` skips storing. The key is the SHA-256 of the endpoint, the model the
+//! request resolves to, and the canonical body: the JSON with object keys sorted and
+//! `metadata`, `user`, `stream` and `stream_options` removed, so that a streamed and a
+//! non-streamed request share an entry and key order or whitespace never matter.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::endpoint::Endpoint;
+use crate::head::RequestHead;
+
+/// What the cache does for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachePolicy {
+    /// Look the answer up (and wait on an identical request in flight).
+    pub lookup: bool,
+    /// Store a complete 200 answer.
+    pub store: bool,
+}
+
+impl CachePolicy {
+    /// Neither lookup nor store.
+    pub const OFF: CachePolicy = CachePolicy {
+        lookup: false,
+        store: false,
+    };
+
+    /// Whether the cache is involved at all.
+    pub fn active(self) -> bool {
+        self.lookup || self.store
+    }
+}
+
+/// The policy for a request, from its endpoint, body head and `Cache-Control` header.
+pub fn policy(endpoint: Endpoint, head: &RequestHead<'_>, cache_control: Option<&[u8]>) -> CachePolicy {
+    let cacheable = matches!(endpoint, Endpoint::Chat | Endpoint::Completions) && head.temperature == Some(0.0);
+    if !cacheable {
+        return CachePolicy::OFF;
+    }
+    let has = |directive: &[u8]| {
+        cache_control.is_some_and(|v| {
+            v.split(|b| *b == b',')
+                .any(|d| d.trim_ascii().eq_ignore_ascii_case(directive))
+        })
+    };
+    CachePolicy {
+        lookup: !has(b"no-cache"),
+        store: !has(b"no-store"),
+    }
+}
+
+const IGNORED: [&str; 5] = ["metadata", "user", "stream", "stream_options", "model"];
+
+/// Writes `v` with object keys sorted, no whitespace.
+fn canonical(v: &Value, out: &mut Vec<u8>, top: bool) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m
+                .keys()
+                .filter(|k| !(top && IGNORED.contains(&k.as_str())))
+                .collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut *out, k);
+                out.push(b':');
+                canonical(&m[k], out, false);
+            }
+            out.push(b'}');
+        }
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical(x, out, false);
+            }
+            out.push(b']');
+        }
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
+    }
+}
+
+/// The cache key (64 hex digits) of a request body, or `None` if it is not a JSON
+/// object. `model` is the model the request resolves to (after aliases), so aliases of
+/// one model share entries.
+pub fn key(endpoint: Endpoint, model: &str, body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    if !v.is_object() {
+        return None;
+    }
+    let mut material = Vec::with_capacity(body.len() + 64);
+    material.extend_from_slice(b"switchyard-cache-v1\n");
+    material.extend_from_slice(endpoint.label().as_bytes());
+    material.push(b'\n');
+    material.extend_from_slice(model.as_bytes());
+    material.push(b'\n');
+    canonical(&v, &mut material, true);
+    Some(hex::encode(Sha256::digest(&material)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(b: &[u8]) -> RequestHead<'_> {
+        RequestHead::parse(b).unwrap()
+    }
+
+    #[test]
+    fn only_temperature_zero_completions() {
+        let b = br#"{"model":"m","temperature":0}"#;
+        assert_eq!(policy(Endpoint::Chat, &head(b), None), CachePolicy { lookup: true, store: true });
+        assert_eq!(policy(Endpoint::Embeddings, &head(b), None), CachePolicy::OFF);
+        assert_eq!(policy(Endpoint::Chat, &head(br#"{"temperature":0.2}"#), None), CachePolicy::OFF);
+        assert_eq!(policy(Endpoint::Chat, &head(br#"{"model":"m"}"#), None), CachePolicy::OFF);
+        assert_eq!(
+            policy(Endpoint::Chat, &head(b), Some(b"No-Cache")),
+            CachePolicy { lookup: false, store: true }
+        );
+        assert_eq!(
+            policy(Endpoint::Chat, &head(b), Some(b"max-age=0, no-store")),
+            CachePolicy { lookup: true, store: false }
+        );
+    }
+
+    #[test]
+    fn key_ignores_order_whitespace_metadata_user_and_stream() {
+        let a = key(Endpoint::Chat, "m", br#"{"model":"x","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#);
+        let b = key(
+            Endpoint::Chat,
+            "m",
+            br#"{ "messages" : [ {"content":"hi","role":"user"} ], "temperature":0, "user":"u1",
+                 "metadata":{"a":1}, "stream":true, "stream_options":{"include_usage":true}, "model":"alias"}"#,
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.as_ref().unwrap().len(), 64);
+    }
+
+    #[test]
+    fn key_separates_what_matters() {
+        let base = br#"{"temperature":0,"messages":[{"role":"user","content":"hi"}]}"#;
+        let k = key(Endpoint::Chat, "m", base);
+        assert_ne!(k, key(Endpoint::Chat, "other", base));
+        assert_ne!(k, key(Endpoint::Completions, "m", base));
+        assert_ne!(k, key(Endpoint::Chat, "m", br#"{"temperature":0,"messages":[{"role":"user","content":"ho"}]}"#));
+        assert_ne!(k, key(Endpoint::Chat, "m", br#"{"temperature":0,"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#));
+        assert_eq!(key(Endpoint::Chat, "m", b"[1]"), None);
+    }
+}
