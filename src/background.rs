@@ -165,3 +165,71 @@ impl BackgroundService for Discovery {
         }
     }
 }
+
+/// Keeps shared state in step: reads the runtime configuration and the API key index
+/// every refresh interval, publishes this replica's local in-flight count every second
+/// (with a short TTL), and while the store is unreachable pings it every second so that
+/// it is used again as soon as it is back.
+pub struct Refresher {
+    hub: Arc<Hub>,
+}
+
+impl Refresher {
+    /// A refresher for `hub`.
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self { hub }
+    }
+
+    /// The period of runtime configuration reads.
+    pub fn interval(&self) -> Duration {
+        self.hub
+            .settings
+            .redis
+            .as_ref()
+            .map_or(Duration::from_secs(1), |r| r.refresh_interval)
+    }
+
+    /// One round of configuration and key refresh.
+    pub async fn refresh(&self) {
+        let _ = self.hub.apply_runtime().await;
+        if let Err(e) = self.hub.tenancy.refresh_keys().await {
+            log::debug!("key index not refreshed: {e}");
+        }
+    }
+}
+
+/// How long a published in-flight count stays valid.
+pub const INFLIGHT_TTL: Duration = Duration::from_secs(5);
+
+#[async_trait]
+impl BackgroundService for Refresher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let store = self.hub.tenancy.store().clone();
+        let _ = store.ping().await;
+        self.refresh().await;
+        let period = self.interval();
+        let mut next_refresh = tokio::time::Instant::now() + period;
+        let tick = period.min(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = shutdown.changed() => return,
+            }
+            if !store.is_up() && store.ping().await.is_ok() {
+                // Back: catch up at once.
+                next_refresh = tokio::time::Instant::now();
+            }
+            let _ = store
+                .inflight_publish(
+                    &self.hub.replica_id,
+                    self.hub.local_inflight(),
+                    INFLIGHT_TTL,
+                )
+                .await;
+            if tokio::time::Instant::now() >= next_refresh {
+                self.refresh().await;
+                next_refresh = tokio::time::Instant::now() + period;
+            }
+        }
+    }
+}

@@ -71,6 +71,212 @@ pub struct FileConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogFile,
+    /// Shared state in Redis (absent: in-memory, one process).
+    pub redis: Option<RedisFile>,
+    /// API keys, the admin secret.
+    #[serde(default)]
+    pub auth: AuthFile,
+    /// Daily per-provider quotas.
+    #[serde(default)]
+    pub quotas: Vec<QuotaFile>,
+    /// The response cache.
+    #[serde(default)]
+    pub cache: CacheFile,
+}
+
+/// A duration written as seconds (`5`, `0.5`) or with a unit (`"500ms"`, `"5s"`, `"2m"`,
+/// `"1h"`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(try_from = "DurationRepr")]
+pub struct DurationFile(pub Duration);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurationRepr {
+    Secs(f64),
+    Text(String),
+}
+
+impl TryFrom<DurationRepr> for DurationFile {
+    type Error = String;
+    fn try_from(r: DurationRepr) -> Result<Self, String> {
+        let secs = match r {
+            DurationRepr::Secs(s) => s,
+            DurationRepr::Text(t) => {
+                let t = t.trim();
+                let (num, mult) = if let Some(n) = t.strip_suffix("ms") {
+                    (n, 0.001)
+                } else if let Some(n) = t.strip_suffix('s') {
+                    (n, 1.0)
+                } else if let Some(n) = t.strip_suffix('m') {
+                    (n, 60.0)
+                } else if let Some(n) = t.strip_suffix('h') {
+                    (n, 3600.0)
+                } else if let Some(n) = t.strip_suffix('d') {
+                    (n, 86_400.0)
+                } else {
+                    (t, 1.0)
+                };
+                num.trim().parse::<f64>().map_err(|_| {
+                    format!("`{t}` is not a duration (examples: 5, \"500ms\", \"5s\", \"1h\")")
+                })? * mult
+            }
+        };
+        if !(0.0..=1e9).contains(&secs) || secs.is_nan() {
+            return Err(format!("duration {secs} s is out of range"));
+        }
+        Ok(DurationFile(Duration::from_secs_f64(secs)))
+    }
+}
+
+/// What rate limits do while Redis is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnOutage {
+    /// Keep serving; each replica limits with its own in-memory buckets.
+    #[default]
+    FailOpen,
+    /// Refuse rate-limited requests with 503.
+    FailClosed,
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    /// `redis://[:password@]host:port[/db]` (or `rediss://`).
+    pub url: Option<String>,
+    /// Environment variable holding the URL (keeps a password out of the file).
+    pub url_env: Option<String>,
+    /// Prefix of every key (`nova:` reads the seed documents' keys).
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+    /// How often the runtime configuration is read.
+    #[serde(default = "default_refresh")]
+    pub refresh_interval: DurationFile,
+    /// Rate limits during an outage.
+    #[serde(default)]
+    pub on_outage: OnOutage,
+    /// Connect and command timeout.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: DurationFile,
+    /// This replica's id (`inflight:<replica>`); default host name and pid.
+    pub replica_id: Option<String>,
+}
+
+fn default_prefix() -> String {
+    "switchyard:".into()
+}
+fn default_refresh() -> DurationFile {
+    DurationFile(Duration::from_secs(5))
+}
+fn default_redis_timeout() -> DurationFile {
+    DurationFile(Duration::from_millis(500))
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthFile {
+    /// Require an API key on the proxy listener.
+    pub enabled: bool,
+    /// Environment variable holding the admin secret (`X-Admin-Secret`).
+    pub admin_secret_env: String,
+    /// How long a key lookup is remembered in-process.
+    pub key_cache_ttl: DurationFile,
+    /// How long an unknown key is remembered as unknown.
+    pub negative_cache_ttl: DurationFile,
+    /// Tokens reserved for a request without `max_tokens`.
+    pub default_max_tokens: u64,
+    /// Keys defined in the file.
+    pub keys: Vec<KeyFile>,
+}
+
+impl Default for AuthFile {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            admin_secret_env: "SWITCHYARD_ADMIN_SECRET".into(),
+            key_cache_ttl: DurationFile(Duration::from_secs(30)),
+            negative_cache_ttl: DurationFile(Duration::from_secs(30)),
+            default_max_tokens: 1024,
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// `[[auth.keys]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    /// The key itself.
+    pub key: Option<Secret>,
+    /// Environment variable holding the key.
+    pub key_env: Option<String>,
+    /// Tenant name.
+    pub tenant: String,
+    /// Requests per minute (absent or 0: unlimited).
+    #[serde(default)]
+    pub requests_per_minute: u64,
+    /// Tokens per minute (absent or 0: unlimited).
+    #[serde(default)]
+    pub tokens_per_minute: u64,
+    /// Allowed models (globs); absent: all.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+/// `[[quotas]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaFile {
+    /// Provider name (`local` for the local backend).
+    pub provider: String,
+    /// Requests per UTC day (0: unlimited).
+    #[serde(default)]
+    pub requests_per_day: u64,
+    /// Tokens per UTC day (0: unlimited).
+    #[serde(default)]
+    pub tokens_per_day: u64,
+}
+
+/// Cache scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheScope {
+    /// Entries are per tenant.
+    #[default]
+    Tenant,
+    /// One entry serves every tenant.
+    Global,
+}
+
+/// `[cache]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheFile {
+    /// Cache temperature-0 answers.
+    pub enabled: bool,
+    /// How long an answer is kept.
+    pub ttl: DurationFile,
+    /// `tenant` or `global`.
+    pub scope: CacheScope,
+    /// Largest answer stored, bytes.
+    pub max_entry_bytes: usize,
+    /// In-memory store only: total bytes of cached answers.
+    pub max_memory_bytes: usize,
+}
+
+impl Default for CacheFile {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: DurationFile(Duration::from_secs(3600)),
+            scope: CacheScope::Tenant,
+            max_entry_bytes: 1024 * 1024,
+            max_memory_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 /// `[server]`
@@ -556,6 +762,81 @@ pub struct RoutingSettings {
     pub inject_stream_usage: bool,
 }
 
+/// Validated `[redis]`.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// The connection URL (may hold a password: never log it).
+    pub url: Secret,
+    /// Key prefix.
+    pub key_prefix: String,
+    /// Runtime configuration refresh period.
+    pub refresh_interval: Duration,
+    /// Outage policy.
+    pub on_outage: OnOutage,
+    /// Connect/command timeout.
+    pub timeout: Duration,
+    /// This replica's id, if configured.
+    pub replica_id: Option<String>,
+}
+
+/// A configured API key, validated.
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    /// The key.
+    pub key: Secret,
+    /// Tenant.
+    pub tenant: String,
+    /// Requests per minute (0 = unlimited).
+    pub requests_per_minute: u64,
+    /// Tokens per minute (0 = unlimited).
+    pub tokens_per_minute: u64,
+    /// Allowed model globs (empty = all).
+    pub models: Vec<String>,
+}
+
+/// Validated `[auth]`.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Keys required on the proxy listener.
+    pub enabled: bool,
+    /// The admin secret, if its variable is set.
+    pub admin_secret: Option<Secret>,
+    /// Positive lookup cache TTL.
+    pub key_cache_ttl: Duration,
+    /// Negative lookup cache TTL.
+    pub negative_cache_ttl: Duration,
+    /// Reservation for requests without `max_tokens`.
+    pub default_max_tokens: u64,
+    /// Keys from the file.
+    pub keys: Vec<KeySettings>,
+}
+
+/// A validated quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaSettings {
+    /// Provider name.
+    pub provider: String,
+    /// Requests per UTC day (0 = unlimited).
+    pub requests_per_day: u64,
+    /// Tokens per UTC day (0 = unlimited).
+    pub tokens_per_day: u64,
+}
+
+/// Validated `[cache]`.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// Enabled.
+    pub enabled: bool,
+    /// Entry TTL.
+    pub ttl: Duration,
+    /// Scope.
+    pub scope: CacheScope,
+    /// Largest entry.
+    pub max_entry_bytes: usize,
+    /// In-memory budget.
+    pub max_memory_bytes: usize,
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -574,6 +855,14 @@ pub struct Settings {
     /// Things that are valid but probably not what was meant (printed by `check` and at
     /// start-up).
     pub warnings: Vec<String>,
+    /// `[redis]`, when shared state is in Redis.
+    pub redis: Option<RedisSettings>,
+    /// `[auth]`
+    pub auth: AuthSettings,
+    /// `[[quotas]]`
+    pub quotas: Vec<QuotaSettings>,
+    /// `[cache]`
+    pub cache: CacheSettings,
 }
 
 /// A cloud provider that can be registered from its credential variable.
@@ -941,7 +1230,155 @@ impl Settings {
             }
         }
 
+        let redis = match &f.redis {
+            None => None,
+            Some(r) => {
+                let url = match (&r.url, &r.url_env) {
+                    (Some(u), _) => u.clone(),
+                    (None, Some(var)) => env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                        cerr(
+                            "redis.url_env",
+                            var.as_str(),
+                            "environment variable is not set",
+                        )
+                    })?,
+                    (None, None) => return Err(cerr("redis.url", "", "required in [redis]")),
+                };
+                if !(url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("redis+unix://")
+                    || url.starts_with("unix://"))
+                {
+                    return Err(cerr(
+                        "redis.url",
+                        "",
+                        "must start with redis://, rediss:// or unix://",
+                    ));
+                }
+                if r.key_prefix.contains(['{', '}']) {
+                    return Err(cerr(
+                        "redis.key_prefix",
+                        r.key_prefix.as_str(),
+                        "must not contain braces (they are hash tags)",
+                    ));
+                }
+                if r.refresh_interval.0 < Duration::from_millis(50) {
+                    return Err(cerr(
+                        "redis.refresh_interval",
+                        format!("{:?}", r.refresh_interval.0),
+                        "must be at least 50 ms",
+                    ));
+                }
+                Some(RedisSettings {
+                    url: Secret::new(url),
+                    key_prefix: r.key_prefix.clone(),
+                    refresh_interval: r.refresh_interval.0,
+                    on_outage: r.on_outage,
+                    timeout: r.timeout.0.max(Duration::from_millis(10)),
+                    replica_id: r.replica_id.clone(),
+                })
+            }
+        };
+
+        let a = &f.auth;
+        let mut keys = Vec::new();
+        for (i, k) in a.keys.iter().enumerate() {
+            let path = format!("auth.keys[{i}]");
+            let key = match (&k.key, &k.key_env) {
+                (Some(v), _) => v.clone(),
+                (None, Some(var)) => match env(var).filter(|v| !v.is_empty()) {
+                    Some(v) => Secret::new(v),
+                    None => {
+                        warnings.push(format!(
+                            "{path}.key_env: {var} is not set; the key of tenant {} is skipped",
+                            k.tenant
+                        ));
+                        continue;
+                    }
+                },
+                (None, None) => {
+                    return Err(cerr(
+                        format!("{path}.key"),
+                        "",
+                        "`key` or `key_env` is required",
+                    ))
+                }
+            };
+            if key.expose().len() < 8 {
+                return Err(cerr(
+                    format!("{path}.key"),
+                    "",
+                    "too short (at least 8 characters)",
+                ));
+            }
+            if k.tenant.is_empty() || k.tenant.contains(['{', '}', ' ', '\n']) {
+                return Err(cerr(
+                    format!("{path}.tenant"),
+                    k.tenant.as_str(),
+                    "must be non-empty without braces or spaces",
+                ));
+            }
+            check_patterns(&k.models, &format!("{path}.models"))?;
+            keys.push(KeySettings {
+                key,
+                tenant: k.tenant.clone(),
+                requests_per_minute: k.requests_per_minute,
+                tokens_per_minute: k.tokens_per_minute,
+                models: k.models.clone(),
+            });
+        }
+        let admin_secret = env(&a.admin_secret_env)
+            .filter(|v| !v.is_empty())
+            .map(Secret::new);
+        let auth = AuthSettings {
+            enabled: a.enabled,
+            admin_secret,
+            key_cache_ttl: a.key_cache_ttl.0,
+            negative_cache_ttl: a.negative_cache_ttl.0,
+            default_max_tokens: a.default_max_tokens,
+            keys,
+        };
+        if auth.enabled && auth.keys.is_empty() && auth.admin_secret.is_none() {
+            warnings.push("auth is enabled but there are no keys and no admin secret to create some: every request gets 401".into());
+        }
+
+        let mut quotas: Vec<QuotaSettings> = Vec::new();
+        for (i, q) in f.quotas.iter().enumerate() {
+            let known = q.provider == "local" || providers.iter().any(|p| p.name == q.provider);
+            if !known {
+                return Err(cerr(
+                    format!("quotas[{i}].provider"),
+                    q.provider.as_str(),
+                    "no such provider",
+                ));
+            }
+            if quotas.iter().any(|x| x.provider == q.provider) {
+                return Err(cerr(
+                    format!("quotas[{i}].provider"),
+                    q.provider.as_str(),
+                    "duplicate quota",
+                ));
+            }
+            quotas.push(QuotaSettings {
+                provider: q.provider.clone(),
+                requests_per_day: q.requests_per_day,
+                tokens_per_day: q.tokens_per_day,
+            });
+        }
+        let c = &f.cache;
+        let cache = CacheSettings {
+            enabled: c.enabled,
+            ttl: c.ttl.0,
+            scope: c.scope,
+            max_entry_bytes: c.max_entry_bytes,
+            max_memory_bytes: c.max_memory_bytes,
+        };
+
         Ok(Settings {
+            redis,
+            auth,
+            quotas,
+            cache,
             server,
             local,
             providers,

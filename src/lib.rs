@@ -9,6 +9,9 @@
 //! - [`metrics`], [`accesslog`]: observability
 //! - [`mockgen`]: OpenAI wire-format documents for mocks
 //! - [`server`]: assembly and shutdown policy
+//! - [`store`]: shared state (in-memory or Redis): limits, quotas, cache, keys, runtime config
+//! - [`tenancy`]: API keys, rate limits, quotas, outage policy
+//! - [`cache`]: cache entries and request coalescing
 //!
 //! The pure request decisions live in the `switchyard-filters` crate.
 
@@ -16,9 +19,12 @@ pub mod accesslog;
 pub mod admin;
 pub mod background;
 pub mod builtin;
+pub mod cache;
 pub mod config;
 pub mod metrics;
 pub mod mockgen;
 pub mod proxy;
 pub mod server;
 pub mod state;
+pub mod store;
+pub mod tenancy;

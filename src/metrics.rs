@@ -55,6 +55,18 @@ pub struct Metrics {
     pub discovery_failures: IntCounter,
     /// Access log lines dropped because the writer fell behind.
     pub log_dropped: IntCounter,
+    /// 1 while the shared store (Redis) is reachable; always 1 for the in-memory store.
+    pub redis_up: IntGauge,
+    /// Cache outcomes: `hit`, `miss`, `coalesced`, `stored`, `bypass`.
+    pub cache: IntCounterVec,
+    /// Requests refused by rate limits, by limit (`requests` | `tokens`).
+    pub rate_limited: IntCounterVec,
+    /// Candidates skipped because their daily quota was used up, by provider.
+    pub quota_exhausted: IntCounterVec,
+    /// Requests refused for a missing or unknown key.
+    pub auth_failures: IntCounter,
+    /// Runtime configuration values rejected by validation.
+    pub runtime_config_invalid: IntCounter,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -91,6 +103,12 @@ impl Metrics {
             local_ready: reg(&r, IntGauge::new("switchyard_local_backend_ready", "1 while the local backend is ready.").unwrap()),
             discovery_failures: reg(&r, IntCounter::new("switchyard_discovery_failures_total", "Local model discoveries that failed.").unwrap()),
             log_dropped: reg(&r, IntCounter::new("switchyard_access_log_dropped_total", "Access log lines dropped because the writer fell behind.").unwrap()),
+            redis_up: reg(&r, IntGauge::new("switchyard_redis_up", "1 while the shared store is reachable.").unwrap()),
+            cache: reg(&r, counter_vec("switchyard_cache_total", "Response cache outcomes.", &["result"]).unwrap()),
+            rate_limited: reg(&r, counter_vec("switchyard_rate_limited_total", "Requests refused by a rate limit.", &["limit"]).unwrap()),
+            quota_exhausted: reg(&r, counter_vec("switchyard_quota_exhausted_total", "Candidates skipped for a used-up daily quota.", &["provider"]).unwrap()),
+            auth_failures: reg(&r, IntCounter::new("switchyard_auth_failures_total", "Requests refused for a missing or unknown API key.").unwrap()),
+            runtime_config_invalid: reg(&r, IntCounter::new("switchyard_runtime_config_invalid_total", "Runtime configuration values rejected by validation.").unwrap()),
             registry: r,
         };
         m

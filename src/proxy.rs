@@ -38,6 +38,9 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use switchyard_filters::bucket::{format_reset, Admission};
+use switchyard_filters::cachekey::{self, CachePolicy};
+use switchyard_filters::convert;
 use switchyard_filters::endpoint::{classify, Endpoint, Unrouted};
 use switchyard_filters::error::GatewayError;
 use switchyard_filters::head::{HeadError, RequestHead};
@@ -47,8 +50,12 @@ use switchyard_filters::usage::{usage_from_tail, Usage, UsageChunkStripper};
 
 use crate::accesslog::AccessLine;
 use crate::builtin::{self, MockRequest};
+use crate::cache::{self, Flight, Kind, Role};
+use crate::config::CacheScope;
 use crate::metrics::{status_class, ProviderCounters, Sample};
 use crate::state::{endpoint_slot, Hub, Snapshot};
+use crate::store::AdmitArgs;
+use crate::tenancy::Tenant;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
@@ -66,6 +73,69 @@ static STRIPPED: [&HeaderName; 5] = [
 ];
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+static RL_LIMIT_REQ: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+static RL_REMAINING_REQ: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+static RL_RESET_REQ: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+static RL_LIMIT_TOK: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+static RL_REMAINING_TOK: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+static RL_RESET_TOK: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+
+/// Adds the gateway's headers to a response: request id, provider, `x-cache`, and the
+/// `x-ratelimit-*` headers of a limited tenant.
+fn annotate(resp: &mut ResponseHeader, ctx: &Ctx) {
+    resp.insert_parsed_header(&X_REQUEST_ID, "x-request-id", ctx.request_id.clone());
+    if let (Some(snap), Some(i)) = (&ctx.snap, ctx.current) {
+        resp.insert_parsed_header(
+            &X_PROVIDER,
+            "x-switchyard-provider",
+            snap.providers[i as usize].name_header.clone(),
+        );
+    }
+    if ctx.cache_policy.active() && ctx.cache_key.is_some() {
+        let v = match ctx.cache_status {
+            "hit" | "coalesced" => "HIT",
+            _ => "MISS",
+        };
+        resp.insert_parsed_header(&X_CACHE, "x-cache", HeaderValue::from_static(v));
+    }
+    if let Some(a) = &ctx.admission {
+        let mut put = |name: &HeaderName, case: &'static str, v: HeaderValue| {
+            resp.insert_parsed_header(name, case, v)
+        };
+        if let Some(r) = a.requests {
+            put(
+                &RL_LIMIT_REQ,
+                "x-ratelimit-limit-requests",
+                HeaderValue::from(r.limit),
+            );
+            put(
+                &RL_REMAINING_REQ,
+                "x-ratelimit-remaining-requests",
+                HeaderValue::from(r.remaining),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format_reset(r.reset_ms)) {
+                put(&RL_RESET_REQ, "x-ratelimit-reset-requests", v);
+            }
+        }
+        if let Some(t) = a.tokens {
+            put(
+                &RL_LIMIT_TOK,
+                "x-ratelimit-limit-tokens",
+                HeaderValue::from(t.limit),
+            );
+            put(
+                &RL_REMAINING_TOK,
+                "x-ratelimit-remaining-tokens",
+                HeaderValue::from(t.remaining),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format_reset(t.reset_ms)) {
+                put(&RL_RESET_TOK, "x-ratelimit-reset-tokens", v);
+            }
+        }
+    }
+}
 
 /// The gateway's proxy logic. One per process; shared by all requests.
 pub struct Gateway {
@@ -137,6 +207,15 @@ pub struct Ctx {
     strip: Option<UsageChunkStripper>,
     gateway_error: Option<&'static str>,
     mid_stream_error: bool,
+    tenant: Option<Arc<Tenant>>,
+    admission: Option<Admission>,
+    reserved: u64,
+    cache_policy: CachePolicy,
+    cache_key: Option<String>,
+    cache_status: &'static str,
+    flight: Option<Arc<Flight>>,
+    complete: bool,
+    quota_failures: u8,
 }
 
 impl Ctx {
@@ -175,6 +254,15 @@ impl Ctx {
             strip: None,
             gateway_error: None,
             mid_stream_error: false,
+            tenant: None,
+            admission: None,
+            reserved: 0,
+            cache_policy: CachePolicy::OFF,
+            cache_key: None,
+            cache_status: "off",
+            flight: None,
+            complete: false,
+            quota_failures: 0,
         }
     }
 
@@ -356,6 +444,29 @@ async fn drain_small_body(session: &mut Session) {
 }
 
 impl Gateway {
+    /// A response header for an answer the gateway gives itself, with the request id,
+    /// the rate-limit headers and `x-cache`.
+    fn local_header(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        status: u16,
+        content_type: &str,
+        len: Option<usize>,
+    ) -> Result<ResponseHeader> {
+        let mut resp = ResponseHeader::build(status, Some(12))?;
+        resp.insert_header(header::CONTENT_TYPE, content_type)?;
+        if let Some(n) = len {
+            resp.insert_header(header::CONTENT_LENGTH, n)?;
+        }
+        annotate(&mut resp, ctx);
+        if self.hub.shutting_down.load(Ordering::Relaxed) {
+            session.set_keepalive(None);
+        }
+        ctx.status = status;
+        Ok(resp)
+    }
+
     async fn respond(
         &self,
         session: &mut Session,
@@ -365,17 +476,10 @@ impl Gateway {
         body: Bytes,
         extra: &[(&'static str, String)],
     ) -> Result<()> {
-        let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
-        resp.insert_header(header::CONTENT_TYPE, content_type)?;
-        resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-        resp.insert_header("x-request-id", ctx.request_id.clone())?;
+        let mut resp = self.local_header(session, ctx, status, content_type, Some(body.len()))?;
         for (k, v) in extra {
             resp.insert_header(*k, v.as_str())?;
         }
-        if self.hub.shutting_down.load(Ordering::Relaxed) {
-            session.set_keepalive(None);
-        }
-        ctx.status = status;
         let head_only = session.req_header().method == http::Method::HEAD;
         session
             .write_response_header(Box::new(resp), head_only)
@@ -384,6 +488,178 @@ impl Gateway {
             session.write_response_body(Some(body), true).await?;
         }
         Ok(())
+    }
+
+    /// Streams SSE events to the client, one event per chunk, removing the usage-only
+    /// event when the client did not ask for it.
+    async fn write_events<'a>(
+        session: &mut Session,
+        ctx: &Ctx,
+        events: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<()> {
+        for ev in events {
+            if !ctx.client_wants_usage {
+                let payload = ev.strip_prefix(b"data: ").unwrap_or(ev);
+                let payload = payload.strip_suffix(b"\n\n").unwrap_or(payload);
+                if convert::is_usage_event(payload) {
+                    continue;
+                }
+            }
+            session
+                .write_response_body(Some(Bytes::copy_from_slice(ev)), false)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Answers from a complete cached answer, as a stream or a whole response.
+    async fn replay(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        kind: Kind,
+        body: Bytes,
+    ) -> Result<()> {
+        match (ctx.stream, kind) {
+            (false, Kind::Json) => {
+                self.respond(session, ctx, 200, "application/json", body, &[])
+                    .await
+            }
+            (false, Kind::Sse) => {
+                let whole = convert::sse_to_json(&body).unwrap_or_default();
+                self.respond(
+                    session,
+                    ctx,
+                    200,
+                    "application/json",
+                    Bytes::from(whole),
+                    &[],
+                )
+                .await
+            }
+            (true, _) => {
+                let resp = self.local_header(session, ctx, 200, "text/event-stream", None)?;
+                session.write_response_header(Box::new(resp), false).await?;
+                match kind {
+                    Kind::Sse => {
+                        Self::write_events(session, ctx, convert::sse_events(&body)).await?
+                    }
+                    Kind::Json => {
+                        let events = convert::json_to_sse(&body, true).unwrap_or_default();
+                        Self::write_events(session, ctx, events.iter().map(Vec::as_slice)).await?
+                    }
+                }
+                session.write_response_body(None, true).await
+            }
+        }
+    }
+
+    /// Waits on an identical request in flight and answers from it. Streamed clients of a
+    /// streamed flight get its events as they arrive. Returns `false` (nothing written)
+    /// when the flight failed before answering; the caller then goes upstream itself.
+    async fn follow(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        flight: &Arc<Flight>,
+    ) -> Result<bool> {
+        let wait_limit = self.hub.settings.server.upstream_read_timeout;
+        // Wait for the leader's response to start.
+        let started = loop {
+            let notified = flight.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = flight.state.lock();
+                if st.done == Some(false) {
+                    return Ok(false);
+                }
+                if let Some(s) = st.started {
+                    break s;
+                }
+            }
+            if tokio::time::timeout(wait_limit, notified).await.is_err() {
+                return Ok(false);
+            }
+        };
+        if started.0 != 200 {
+            return Ok(false);
+        }
+        if ctx.stream && started.1 {
+            // Live: forward the leader's events as they arrive.
+            let resp = self.local_header(session, ctx, 200, "text/event-stream", None)?;
+            session.write_response_header(Box::new(resp), false).await?;
+            let mut sent = 0usize;
+            let mut pending: Vec<u8> = Vec::new();
+            loop {
+                let notified = flight.changed.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let (fresh, done) = {
+                    let st = flight.state.lock();
+                    let fresh: Vec<Bytes> = st
+                        .chunks
+                        .get(sent..)
+                        .map(<[Bytes]>::to_vec)
+                        .unwrap_or_default();
+                    (fresh, st.done)
+                };
+                sent += fresh.len();
+                for c in fresh {
+                    pending.extend_from_slice(&c);
+                }
+                // Forward whole events only, so the usage event can be recognised.
+                let cut = memchr::memmem::rfind(&pending, b"\n\n").map_or(0, |p| p + 2);
+                if cut > 0 {
+                    let whole: Vec<u8> = pending.drain(..cut).collect();
+                    Self::write_events(session, ctx, convert::sse_events(&whole)).await?;
+                }
+                match done {
+                    Some(true) => {
+                        if !pending.is_empty() {
+                            let rest = std::mem::take(&mut pending);
+                            Self::write_events(session, ctx, [rest.as_slice()]).await?;
+                        }
+                        session.write_response_body(None, true).await?;
+                        return Ok(true);
+                    }
+                    Some(false) => {
+                        ctx.mid_stream_error = true;
+                        let e =
+                            GatewayError::Upstream("the shared upstream stream ended early".into());
+                        let mut ev = b"data: ".to_vec();
+                        ev.extend_from_slice(&e.body());
+                        ev.extend_from_slice(b"\n\n");
+                        session
+                            .write_response_body(Some(Bytes::from(ev)), true)
+                            .await?;
+                        return Ok(true);
+                    }
+                    None => {
+                        if tokio::time::timeout(wait_limit, notified).await.is_err() {
+                            flight.finish(false);
+                        }
+                    }
+                }
+            }
+        }
+        // Whole answer wanted, or shapes differ: wait for the end, then convert.
+        loop {
+            let notified = flight.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some((streamed, body)) = flight.body() {
+                let kind = if streamed { Kind::Sse } else { Kind::Json };
+                self.replay(session, ctx, kind, body).await?;
+                return Ok(true);
+            }
+            if flight.state.lock().done == Some(false) {
+                return Ok(false);
+            }
+            if tokio::time::timeout(wait_limit, notified).await.is_err() {
+                return Ok(false);
+            }
+        }
     }
 
     /// Answers with a gateway error. Drains a small unread body to keep the connection.
@@ -582,6 +858,21 @@ impl ProxyHttp for Gateway {
             Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings => {}
         }
 
+        // Auth first: an unauthenticated request is refused before its body is read.
+        let tenant = match self
+            .hub
+            .tenancy
+            .authenticate(&session.req_header().headers)
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                self.hub.metrics.auth_failures.inc();
+                return self.respond_error(session, ctx, &e).await;
+            }
+        };
+        ctx.tenant = Some(tenant.clone());
+
         session.set_read_timeout(Some(self.hub.settings.server.client_read_timeout));
         let read_start = Instant::now();
         let body = match read_body(session, snap.max_body).await {
@@ -610,6 +901,10 @@ impl ProxyHttp for Gateway {
         ctx.model = CompactString::from(model);
         ctx.stream = head.is_stream() && endpoint != Endpoint::Embeddings;
         ctx.client_wants_usage = head.client_wants_usage();
+        if !tenant.allows(model) {
+            let e = GatewayError::ModelNotAllowed(model.to_string());
+            return self.respond_error(session, ctx, &e).await;
+        }
         let hint = session
             .req_header()
             .headers
@@ -626,8 +921,74 @@ impl ProxyHttp for Gateway {
         ctx.upstream_model = CompactString::from(route.upstream_model());
         ctx.candidates = route.candidates.clone();
         ctx.skipped = route.skipped.clone();
+        let resolved = route.resolved.to_string();
         drop(route);
+
+        let in_process = ctx
+            .candidates
+            .first()
+            .is_some_and(|&i| snap.providers[i as usize].class == Class::InProcess);
+        let cache = &self.hub.settings.cache;
+        ctx.cache_policy = if cache.enabled && !in_process && !ctx.candidates.is_empty() {
+            cachekey::policy(
+                endpoint,
+                &head,
+                session
+                    .req_header()
+                    .headers
+                    .get(header::CACHE_CONTROL)
+                    .map(|v| v.as_bytes()),
+            )
+        } else {
+            CachePolicy::OFF
+        };
+        if ctx.cache_policy.active() {
+            if let Some(k) = cachekey::key(endpoint, &resolved, &body) {
+                let scope = match cache.scope {
+                    CacheScope::Tenant => tenant.name.as_str(),
+                    CacheScope::Global => "global",
+                };
+                ctx.cache_key = Some(format!("{{{scope}}}:{k}"));
+            }
+        }
+        ctx.reserved = head
+            .max_output_tokens()
+            .unwrap_or(self.hub.tenancy.default_max_tokens());
         drop(head);
+
+        // One store round trip: rate limits and the cache entry.
+        let lookup_key = ctx.cache_key.as_deref().filter(|_| ctx.cache_policy.lookup);
+        let args = AdmitArgs {
+            tenant: &tenant.name,
+            requests: tenant.requests,
+            tokens: tenant.tokens,
+            token_cost: ctx.reserved,
+            cache_key: lookup_key,
+        };
+        let admitted = match self.hub.tenancy.admit(&args, &tenant).await {
+            Ok(a) => a,
+            Err(e) => return self.respond_error(session, ctx, &e).await,
+        };
+        ctx.admission = Some(admitted.admission);
+        if !admitted.admission.allowed {
+            let limit = admitted.admission.refused_by.unwrap_or("requests");
+            self.hub
+                .metrics
+                .rate_limited
+                .with_label_values(&[limit])
+                .inc();
+            // Nothing was taken: nothing to settle.
+            ctx.reserved = 0;
+            let e = GatewayError::RateLimited {
+                limit,
+                retry_after_secs: admitted.admission.retry_after_ms.div_ceil(1000).max(1),
+            };
+            return self.respond_error(session, ctx, &e).await;
+        }
+        if !self.hub.tenancy.store().is_up() && ctx.cache_policy.active() {
+            // Redis is down: the cache is bypassed (a local flight still coalesces).
+            self.hub.metrics.cache.with_label_values(&["bypass"]).inc();
+        }
 
         let Some(&first) = ctx.candidates.first() else {
             ctx.snap = Some(snap);
@@ -642,6 +1003,42 @@ impl ProxyHttp for Gateway {
             };
             return self.respond_error(session, ctx, &e).await;
         };
+
+        if let Some(entry) = admitted.cached.as_ref().and_then(cache::decode) {
+            self.hub.metrics.cache.with_label_values(&["hit"]).inc();
+            ctx.cache_status = "hit";
+            ctx.snap = Some(snap);
+            ctx.overhead = Some(ctx.start.elapsed().saturating_sub(ctx.body_read));
+            self.replay(session, ctx, entry.0, entry.1).await?;
+            return Ok(true);
+        }
+
+        if let (Some(key), true) = (ctx.cache_key.clone(), ctx.cache_policy.active()) {
+            let limit = cache.max_entry_bytes;
+            match self.hub.coalescer.join(&key, limit) {
+                Role::Leader(f) => {
+                    ctx.flight = Some(f);
+                    ctx.cache_status = "miss";
+                    self.hub.metrics.cache.with_label_values(&["miss"]).inc();
+                }
+                Role::Follower(f) if ctx.cache_policy.lookup => {
+                    ctx.snap = Some(snap.clone());
+                    ctx.overhead = Some(ctx.start.elapsed().saturating_sub(ctx.body_read));
+                    if self.follow(session, ctx, &f).await? {
+                        self.hub
+                            .metrics
+                            .cache
+                            .with_label_values(&["coalesced"])
+                            .inc();
+                        ctx.cache_status = "coalesced";
+                        return Ok(true);
+                    }
+                    // The leader failed before answering: go upstream ourselves.
+                    ctx.cache_status = "miss";
+                }
+                Role::Follower(_) => ctx.cache_status = "miss",
+            }
+        }
 
         let first_provider = &snap.providers[first as usize];
         if let Some(spec) = &first_provider.mock {
@@ -692,6 +1089,25 @@ impl ProxyHttp for Gateway {
                 let _ = ctx.failures.try_push((i, "host does not resolve"));
                 continue;
             };
+            if self.hub.tenancy.has_quota(&p.name) {
+                match self.hub.tenancy.take_quota(&p.name).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.hub
+                            .metrics
+                            .quota_exhausted
+                            .with_label_values(&[p.name.as_str()])
+                            .inc();
+                        ctx.quota_failures += 1;
+                        let _ = ctx.failures.try_push((i, "daily quota exhausted"));
+                        continue;
+                    }
+                    Err(_) => {
+                        let _ = ctx.failures.try_push((i, "quota state unavailable"));
+                        continue;
+                    }
+                }
+            }
             if let Some(prev) = ctx.current.filter(|&c| c != i) {
                 snap.providers[prev as usize].counters.fallbacks.inc();
             }
@@ -844,6 +1260,16 @@ impl ProxyHttp for Gateway {
         ctx.status = status;
         let ok = (200..300).contains(&status);
         ctx.scan = ok && ctx.endpoint.is_some_and(Endpoint::is_inference);
+        if let Some(f) = &ctx.flight {
+            let sse = resp
+                .headers
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+            f.start(status, sse);
+            if status != 200 {
+                f.finish(false);
+            }
+        }
         if ok && ctx.stream && ctx.inject_usage {
             ctx.strip = Some(UsageChunkStripper::new());
         }
@@ -856,14 +1282,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        resp.insert_parsed_header(&X_REQUEST_ID, "x-request-id", ctx.request_id.clone());
-        if let (Some(snap), Some(i)) = (&ctx.snap, ctx.current) {
-            resp.insert_parsed_header(
-                &X_PROVIDER,
-                "x-switchyard-provider",
-                snap.providers[i as usize].name_header.clone(),
-            );
-        }
+        annotate(resp, ctx);
         Ok(())
     }
 
@@ -877,6 +1296,9 @@ impl ProxyHttp for Gateway {
         if let Some(b) = body.as_ref() {
             if ctx.first_chunk.is_none() && !b.is_empty() {
                 ctx.first_chunk = Some(Instant::now());
+            }
+            if let (Some(f), false) = (&ctx.flight, b.is_empty()) {
+                f.push(b);
             }
             match ctx.strip.as_mut() {
                 // The stripper reads usage from the event it removes.
@@ -901,6 +1323,7 @@ impl ProxyHttp for Gateway {
         }
         if end_of_stream {
             ctx.last_chunk = Some(Instant::now());
+            ctx.complete = true;
         }
         Ok(None)
     }
@@ -987,7 +1410,17 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
         if session.response_written().is_none() {
+            let all_quota = ctx.quota_failures > 0
+                && ctx
+                    .failures
+                    .iter()
+                    .all(|(_, w)| *w == "daily quota exhausted");
             let gerr = match (e.etype(), &ctx.snap) {
+                (_, Some(snap)) if all_quota => GatewayError::QuotaExhausted(format!(
+                    "every provider for model `{}` is out of its daily quota ({})",
+                    ctx.model,
+                    Self::no_backend_detail(snap, ctx)
+                )),
                 (ErrorType::ReadTimedout | ErrorType::WriteTimedout, _)
                     if ctx.failures.len() <= 1 =>
                 {
@@ -1057,11 +1490,11 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         let end = Instant::now();
-        let Some(snap) = ctx.snap.as_ref() else {
-            // Answered before routing (health, models, bad method/path).
+        if ctx.snap.is_none() {
+            // Answered before routing (health, models, bad method/path, auth).
             self.write_access(session, ctx, end, None);
             return;
-        };
+        }
         if ctx.status == 0 {
             if let Some(r) = session.response_written() {
                 ctx.status = r.status.as_u16();
@@ -1073,10 +1506,14 @@ impl ProxyHttp for Gateway {
                 None => usage_of_tail(&ctx.tail),
             };
         }
-        let provider = ctx.current.map(|i| &snap.providers[i as usize]);
         if let Some(c) = ctx.inflight.take() {
             c.leave();
         }
+        self.settle(ctx, e.is_some()).await;
+        let Some(snap) = ctx.snap.as_ref() else {
+            return;
+        };
+        let provider = ctx.current.map(|i| &snap.providers[i as usize]);
         let pname = provider.map_or("none", |p| p.name.as_str());
         let ep = ctx.endpoint.map_or("other", Endpoint::label);
         let failed = e.is_some() || ctx.mid_stream_error;
@@ -1147,6 +1584,50 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
+    /// After the response: settles the tenant's token reservation, counts the provider's
+    /// quota tokens, and for the leader of a flight stores the answer and releases the
+    /// requests waiting on it (stored first, so that a repeat finds the entry).
+    async fn settle(&self, ctx: &mut Ctx, failed: bool) {
+        let t = &self.hub.tenancy;
+        if let Some(tenant) = &ctx.tenant {
+            if ctx.reserved > 0 && !tenant.tokens.is_unlimited() {
+                let used = match ctx.cache_status {
+                    "hit" | "coalesced" => 0,
+                    _ if ctx.status != 200 => 0,
+                    _ => ctx.usage.map_or(ctx.reserved, |u| u.total_tokens),
+                };
+                t.settle(tenant, ctx.reserved, used).await;
+            }
+        }
+        if let (Some(snap), Some(i), Some(u)) = (&ctx.snap, ctx.current, ctx.usage) {
+            let name = &snap.providers[i as usize].name;
+            if t.has_quota(name) && !matches!(ctx.cache_status, "hit" | "coalesced") {
+                t.add_quota_tokens(name, u.total_tokens).await;
+            }
+        }
+        if let Some(f) = ctx.flight.take() {
+            let ok = ctx.complete && ctx.status == 200 && !failed && !ctx.mid_stream_error;
+            if ok && ctx.cache_policy.store {
+                if let (Some(key), Some((streamed, body))) = (ctx.cache_key.as_deref(), f.collect())
+                {
+                    let kind = if streamed { Kind::Sse } else { Kind::Json };
+                    let entry = cache::encode(kind, &body);
+                    if t.store()
+                        .cache_put(key, entry, self.hub.settings.cache.ttl)
+                        .await
+                        .is_ok()
+                    {
+                        self.hub.metrics.cache.with_label_values(&["stored"]).inc();
+                    }
+                }
+            }
+            f.finish(ok);
+            if let Some(key) = ctx.cache_key.as_deref() {
+                self.hub.coalescer.leave(key, &f);
+            }
+        }
+    }
+
     fn write_access(&self, session: &Session, ctx: &Ctx, end: Instant, ttft: Option<Duration>) {
         if !self.hub.access_log.enabled() {
             return;
@@ -1176,13 +1657,17 @@ impl Gateway {
             prompt_tokens: ctx.usage.map(|u| u.prompt_tokens),
             completion_tokens: ctx.usage.map(|u| u.completion_tokens),
             stream: ctx.stream,
-            cache: "off",
+            cache: ctx.cache_status,
             fallback: !ctx.failures.is_empty(),
             attempts: ctx.attempts,
             error: ctx
                 .gateway_error
                 .or(ctx.mid_stream_error.then_some("mid_stream")),
-            tenant: None,
+            tenant: ctx
+                .tenant
+                .as_ref()
+                .map(|t| t.name.as_str())
+                .filter(|_| self.hub.tenancy.auth_enabled()),
         };
         if !self.hub.access_log.write(&line) {
             self.hub.metrics.log_dropped.inc();

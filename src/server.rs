@@ -18,7 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::accesslog::AccessLog;
 use crate::admin::Admin;
-use crate::background::Discovery;
+use crate::background::{Discovery, Refresher};
 use crate::config::Settings;
 use crate::proxy::Gateway;
 use crate::state::Hub;
@@ -151,7 +151,7 @@ pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String
     server.bootstrap();
     let conf = server.configuration.clone();
 
-    let hub = Hub::new(settings, access);
+    let hub = Hub::new(settings, access)?;
     let grace = hub.settings.server.shutdown_grace;
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
@@ -175,10 +175,12 @@ pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String
     let mut admin = Service::new("switchyard-admin".to_string(), Admin::new(hub.clone()));
     admin.add_tcp(&admin_listen.to_string());
     let discovery = background_service("switchyard-discovery", Discovery::new(hub.clone()));
+    let refresher = background_service("switchyard-refresher", Refresher::new(hub.clone()));
 
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(discovery);
+    server.add_service(refresher);
 
     let scheme = if hub.settings.server.tls.is_some() {
         "https"

@@ -24,8 +24,13 @@ use switchyard_filters::glob::Pattern;
 use switchyard_filters::route::{Class, RouteProvider, RouteTable, Strategy};
 
 use crate::accesslog::AccessLog;
+use crate::cache::Coalescer;
 use crate::config::{BaseUrl, LocalKind, LocalSettings, ProviderKind, Secret, Settings};
 use crate::metrics::{InferenceStats, Metrics, ProviderCounters};
+use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
+use crate::store::{RuntimeValues, Store};
+use crate::tenancy::Tenancy;
 
 /// Lifecycle state of the local backend (`config:inference.state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -238,6 +243,58 @@ pub struct Hub {
     pub access_log: AccessLog,
     /// Wakes model discovery at once (after a local backend change).
     pub discovery_kick: tokio::sync::Notify,
+    /// Keys, rate limits, quotas over the store.
+    pub tenancy: Tenancy,
+    /// Identical cacheable requests in flight.
+    pub coalescer: Coalescer,
+    /// This replica's id (`inflight:<replica>`).
+    pub replica_id: String,
+    last_runtime_error: Mutex<Option<String>>,
+}
+
+/// Validates stored runtime values into overrides. Names the key and the bad value.
+pub fn runtime_overrides(v: &RuntimeValues) -> Result<RuntimeOverrides, String> {
+    let kind = match v.backend.as_deref() {
+        None => None,
+        Some(b) => Some(LocalKind::parse(b).ok_or_else(|| {
+            format!(
+                "config:inference.backend = {b:?}: expected ollama, vllm, sglang, custom or none"
+            )
+        })?),
+    };
+    let state = match v.state.as_deref() {
+        None => None,
+        Some(s) => Some(LocalState::parse(s).ok_or_else(|| {
+            format!("config:inference.state = {s:?}: expected ready, starting, draining, error or stopped")
+        })?),
+    };
+    let strategy = match v.strategy.as_deref() {
+        None => None,
+        Some(s) => Some(Strategy::parse(s).ok_or_else(|| {
+            format!("config:routing.strategy = {s:?}: expected local-first, cloud-first, local-only or cloud-only")
+        })?),
+    };
+    if let Some(u) = v.url.as_deref().filter(|u| !u.is_empty()) {
+        BaseUrl::parse(u, "config:inference.url").map_err(|e| e.to_string())?;
+    }
+    Ok(RuntimeOverrides {
+        kind,
+        url: v.url.clone(),
+        auth: v.auth.clone().map(Secret::new),
+        state,
+        strategy,
+    })
+}
+
+/// `<host name>-<pid>`, the default replica id.
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "replica".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Prefers an IPv4 address: local servers often listen on 0.0.0.0 only.
@@ -249,7 +306,31 @@ fn pick_addr(addrs: impl Iterator<Item = SocketAddr>) -> Option<SocketAddr> {
 impl Hub {
     /// Builds the hub and its first snapshot. Resolves upstream hosts (blocking: call at
     /// start-up only).
-    pub fn new(settings: Settings, access_log: AccessLog) -> Arc<Self> {
+    pub fn new(settings: Settings, access_log: AccessLog) -> Result<Arc<Self>, String> {
+        let metrics = Metrics::new();
+        let store: Arc<dyn Store> = match &settings.redis {
+            None => Arc::new(MemoryStore::new(settings.cache.max_memory_bytes)),
+            Some(r) => Arc::new(RedisStore::new(
+                r.url.expose(),
+                &r.key_prefix,
+                r.timeout,
+                metrics.redis_up.clone(),
+            )?),
+        };
+        if settings.redis.is_none() {
+            metrics.redis_up.set(1);
+        }
+        let on_outage = settings
+            .redis
+            .as_ref()
+            .map(|r| r.on_outage)
+            .unwrap_or_default();
+        let tenancy = Tenancy::new(store, on_outage, settings.auth.clone(), &settings.quotas);
+        let replica_id = settings
+            .redis
+            .as_ref()
+            .and_then(|r| r.replica_id.clone())
+            .unwrap_or_else(default_replica_id);
         let hub = Arc::new(Self {
             settings,
             current: ArcSwap::from_pointee(Snapshot {
@@ -263,11 +344,15 @@ impl Hub {
             dynamic: Mutex::new(Dynamic::default()),
             counters: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
-            metrics: Metrics::new(),
+            metrics,
             inference: InferenceStats::new(),
             shutting_down: AtomicBool::new(false),
             access_log,
             discovery_kick: tokio::sync::Notify::new(),
+            tenancy,
+            coalescer: Coalescer::default(),
+            replica_id,
+            last_runtime_error: Mutex::new(None),
         });
         for (host, port) in hub.hosts() {
             if let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)) {
@@ -279,7 +364,62 @@ impl Hub {
         if let Err(e) = hub.rebuild() {
             log::error!("initial snapshot invalid: {e}");
         }
-        hub
+        Ok(hub)
+    }
+
+    /// Reads the runtime configuration from the store, validates it, and applies it
+    /// (a new snapshot when it changed; discovery at once when the local backend
+    /// changed). An invalid value is logged and counted, and nothing is applied.
+    pub async fn apply_runtime(&self) -> Result<bool, String> {
+        let v = self
+            .tenancy
+            .store()
+            .runtime_get()
+            .await
+            .map_err(|e| e.to_string())?;
+        let o = match runtime_overrides(&v) {
+            Ok(o) => o,
+            Err(e) => {
+                self.metrics.runtime_config_invalid.inc();
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["invalid"])
+                    .inc();
+                let mut last = self.last_runtime_error.lock();
+                if last.as_deref() != Some(e.as_str()) {
+                    log::warn!("runtime configuration rejected, keeping the last good one: {e}");
+                    *last = Some(e.clone());
+                }
+                return Err(e);
+            }
+        };
+        *self.last_runtime_error.lock() = None;
+        let before = self.overrides();
+        let backend_changed = self.set_overrides(o.clone()).map_err(|e| {
+            self.metrics.runtime_config_invalid.inc();
+            log::warn!("runtime configuration rejected, keeping the last good one: {e}");
+            e
+        })?;
+        if before != o {
+            log::info!(
+                "runtime configuration: backend {}, state {}, strategy {}",
+                o.kind.map_or("(file)", |k| k.as_str()),
+                o.state.map_or("(ready)", |s| s.as_str()),
+                o.strategy.map_or("(file)", |s| s.as_str())
+            );
+        }
+        if backend_changed {
+            self.discovery_kick.notify_one();
+        }
+        Ok(before != o)
+    }
+
+    /// In-flight requests on this replica's local backend.
+    pub fn local_inflight(&self) -> i64 {
+        let snap = self.snapshot_guard();
+        snap.local
+            .as_ref()
+            .map_or(0, |l| snap.providers[l.index].counters.inflight())
     }
 
     /// The current snapshot.

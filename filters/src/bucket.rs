@@ -101,9 +101,11 @@ pub fn admit(
 ) -> (Option<Bucket>, Option<Bucket>, Admission) {
     let (rb, rl) = req;
     let (tb, tl, cost) = tok;
-    let r_level = (!rl.is_unlimited()).then(|| rb.unwrap_or(Bucket::full(rl, now_ms)).refilled(rl, now_ms));
+    let r_level =
+        (!rl.is_unlimited()).then(|| rb.unwrap_or(Bucket::full(rl, now_ms)).refilled(rl, now_ms));
     let t_cost = cost.min(tl.per_minute) as f64;
-    let t_level = (!tl.is_unlimited()).then(|| tb.unwrap_or(Bucket::full(tl, now_ms)).refilled(tl, now_ms));
+    let t_level =
+        (!tl.is_unlimited()).then(|| tb.unwrap_or(Bucket::full(tl, now_ms)).refilled(tl, now_ms));
     let r_wait = r_level.map_or(0, |l| Bucket::wait_ms(l, 1.0, rl));
     let t_wait = t_level.map_or(0, |l| Bucket::wait_ms(l, t_cost, tl));
     let allowed = r_wait == 0 && t_wait == 0;
@@ -130,17 +132,30 @@ pub fn admit(
         requests: r_after.map(|l| status(l, rl)),
         tokens: t_after.map(|l| status(l, tl)),
     };
-    let nb = |l: Option<f64>| l.map(|level| Bucket { level, at_ms: now_ms });
+    let nb = |l: Option<f64>| {
+        l.map(|level| Bucket {
+            level,
+            at_ms: now_ms,
+        })
+    };
     (nb(r_after), nb(t_after), adm)
 }
 
 /// Settles the token bucket once the real usage is known: gives back what was reserved
 /// and charges what was used (`level += reserved - used`, capped at the capacity).
-pub fn settle(b: Option<Bucket>, limit: Limit, reserved: u64, used: u64, now_ms: u64) -> Option<Bucket> {
+pub fn settle(
+    b: Option<Bucket>,
+    limit: Limit,
+    reserved: u64,
+    used: u64,
+    now_ms: u64,
+) -> Option<Bucket> {
     if limit.is_unlimited() {
         return None;
     }
-    let level = b.unwrap_or(Bucket::full(limit, now_ms)).refilled(limit, now_ms);
+    let level = b
+        .unwrap_or(Bucket::full(limit, now_ms))
+        .refilled(limit, now_ms);
     let reserved = reserved.min(limit.per_minute) as f64;
     Some(Bucket {
         level: (level + reserved - used as f64).min(limit.per_minute as f64),
@@ -197,7 +212,11 @@ mod tests {
         let (r2, t2, a) = admit((r, RL), (t, TL, 10), 0);
         assert!(!a.allowed);
         assert_eq!(a.refused_by, Some("tokens"));
-        assert_eq!(r2.unwrap().level, 2.0, "the request unit is not taken when tokens refuse");
+        assert_eq!(
+            r2.unwrap().level,
+            2.0,
+            "the request unit is not taken when tokens refuse"
+        );
         assert_eq!(t2.unwrap().level, 5.0);
     }
 
@@ -215,7 +234,11 @@ mod tests {
 
     #[test]
     fn unlimited_buckets_are_absent() {
-        let (r, t, a) = admit((None, Limit::default()), (None, Limit::default(), 1_000_000), 0);
+        let (r, t, a) = admit(
+            (None, Limit::default()),
+            (None, Limit::default(), 1_000_000),
+            0,
+        );
         assert!(a.allowed);
         assert!(r.is_none() && t.is_none() && a.requests.is_none() && a.tokens.is_none());
     }

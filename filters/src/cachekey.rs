@@ -36,8 +36,13 @@ impl CachePolicy {
 }
 
 /// The policy for a request, from its endpoint, body head and `Cache-Control` header.
-pub fn policy(endpoint: Endpoint, head: &RequestHead<'_>, cache_control: Option<&[u8]>) -> CachePolicy {
-    let cacheable = matches!(endpoint, Endpoint::Chat | Endpoint::Completions) && head.temperature == Some(0.0);
+pub fn policy(
+    endpoint: Endpoint,
+    head: &RequestHead<'_>,
+    cache_control: Option<&[u8]>,
+) -> CachePolicy {
+    let cacheable =
+        matches!(endpoint, Endpoint::Chat | Endpoint::Completions) && head.temperature == Some(0.0);
     if !cacheable {
         return CachePolicy::OFF;
     }
@@ -120,23 +125,48 @@ mod tests {
     #[test]
     fn only_temperature_zero_completions() {
         let b = br#"{"model":"m","temperature":0}"#;
-        assert_eq!(policy(Endpoint::Chat, &head(b), None), CachePolicy { lookup: true, store: true });
-        assert_eq!(policy(Endpoint::Embeddings, &head(b), None), CachePolicy::OFF);
-        assert_eq!(policy(Endpoint::Chat, &head(br#"{"temperature":0.2}"#), None), CachePolicy::OFF);
-        assert_eq!(policy(Endpoint::Chat, &head(br#"{"model":"m"}"#), None), CachePolicy::OFF);
+        assert_eq!(
+            policy(Endpoint::Chat, &head(b), None),
+            CachePolicy {
+                lookup: true,
+                store: true
+            }
+        );
+        assert_eq!(
+            policy(Endpoint::Embeddings, &head(b), None),
+            CachePolicy::OFF
+        );
+        assert_eq!(
+            policy(Endpoint::Chat, &head(br#"{"temperature":0.2}"#), None),
+            CachePolicy::OFF
+        );
+        assert_eq!(
+            policy(Endpoint::Chat, &head(br#"{"model":"m"}"#), None),
+            CachePolicy::OFF
+        );
         assert_eq!(
             policy(Endpoint::Chat, &head(b), Some(b"No-Cache")),
-            CachePolicy { lookup: false, store: true }
+            CachePolicy {
+                lookup: false,
+                store: true
+            }
         );
         assert_eq!(
             policy(Endpoint::Chat, &head(b), Some(b"max-age=0, no-store")),
-            CachePolicy { lookup: true, store: false }
+            CachePolicy {
+                lookup: true,
+                store: false
+            }
         );
     }
 
     #[test]
     fn key_ignores_order_whitespace_metadata_user_and_stream() {
-        let a = key(Endpoint::Chat, "m", br#"{"model":"x","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#);
+        let a = key(
+            Endpoint::Chat,
+            "m",
+            br#"{"model":"x","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#,
+        );
         let b = key(
             Endpoint::Chat,
             "m",
@@ -153,8 +183,22 @@ mod tests {
         let k = key(Endpoint::Chat, "m", base);
         assert_ne!(k, key(Endpoint::Chat, "other", base));
         assert_ne!(k, key(Endpoint::Completions, "m", base));
-        assert_ne!(k, key(Endpoint::Chat, "m", br#"{"temperature":0,"messages":[{"role":"user","content":"ho"}]}"#));
-        assert_ne!(k, key(Endpoint::Chat, "m", br#"{"temperature":0,"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#));
+        assert_ne!(
+            k,
+            key(
+                Endpoint::Chat,
+                "m",
+                br#"{"temperature":0,"messages":[{"role":"user","content":"ho"}]}"#
+            )
+        );
+        assert_ne!(
+            k,
+            key(
+                Endpoint::Chat,
+                "m",
+                br#"{"temperature":0,"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#
+            )
+        );
         assert_eq!(key(Endpoint::Chat, "m", b"[1]"), None);
     }
 }

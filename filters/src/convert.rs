@@ -35,9 +35,8 @@ pub fn sse_events(body: &[u8]) -> Vec<&[u8]> {
 
 /// Whether an SSE event is the usage-only chunk (`"choices": []` with a usage object).
 pub fn is_usage_event(payload: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(payload).is_ok_and(|v| {
-        v["choices"].as_array().is_some_and(Vec::is_empty) && v["usage"].is_object()
-    })
+    serde_json::from_slice::<Value>(payload)
+        .is_ok_and(|v| v["choices"].as_array().is_some_and(Vec::is_empty) && v["usage"].is_object())
 }
 
 /// Assembles a whole response from a stream's events: content and tool-call argument
@@ -57,7 +56,9 @@ pub fn sse_to_json(body: &[u8]) -> Option<Vec<u8>> {
         if p == b"[DONE]" {
             break;
         }
-        let Ok(v) = serde_json::from_slice::<Value>(p) else { continue };
+        let Ok(v) = serde_json::from_slice::<Value>(p) else {
+            continue;
+        };
         seen = true;
         id = v.get("id").cloned().unwrap_or(id);
         model = v.get("model").cloned().unwrap_or(model);
@@ -110,7 +111,10 @@ pub fn sse_to_json(body: &[u8]) -> Option<Vec<u8>> {
                     acc["function"]["name"] = Value::String(cur + n);
                 }
                 if let Some(a) = tc["function"]["arguments"].as_str() {
-                    let cur = acc["function"]["arguments"].as_str().unwrap_or("").to_string();
+                    let cur = acc["function"]["arguments"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string();
                     acc["function"]["arguments"] = Value::String(cur + a);
                 }
             }
@@ -130,10 +134,21 @@ pub fn sse_to_json(body: &[u8]) -> Option<Vec<u8>> {
                 json!({"index": i, "text": content, "logprobs": null, "finish_reason": finish})
             } else {
                 let mut msg = Map::new();
-                msg.insert("role".into(), if role.is_null() { json!("assistant") } else { role });
+                msg.insert(
+                    "role".into(),
+                    if role.is_null() {
+                        json!("assistant")
+                    } else {
+                        role
+                    },
+                );
                 msg.insert(
                     "content".into(),
-                    if content.is_empty() && !tools.is_empty() { Value::Null } else { Value::String(content) },
+                    if content.is_empty() && !tools.is_empty() {
+                        Value::Null
+                    } else {
+                        Value::String(content)
+                    },
                 );
                 if !tools.is_empty() {
                     msg.insert("tool_calls".into(), Value::Array(tools));
@@ -168,7 +183,11 @@ pub fn json_to_sse(json: &[u8], include_usage: bool) -> Option<Vec<Vec<u8>>> {
     if !text_mode && v["object"] != "chat.completion" {
         return None;
     }
-    let object = if text_mode { "text_completion" } else { "chat.completion.chunk" };
+    let object = if text_mode {
+        "text_completion"
+    } else {
+        "chat.completion.chunk"
+    };
     let base = |choices: Value| {
         let mut c = json!({"id": v["id"], "object": object, "created": v["created"], "model": v["model"], "choices": choices});
         if let Some(f) = v.get("system_fingerprint") {
@@ -187,7 +206,9 @@ pub fn json_to_sse(json: &[u8], include_usage: bool) -> Option<Vec<Vec<u8>>> {
         let i = c["index"].clone();
         if text_mode {
             for piece in pieces(c["text"].as_str().unwrap_or("")) {
-                events.push(ev(base(json!([{"index": i, "text": piece, "logprobs": null, "finish_reason": null}]))));
+                events.push(ev(base(
+                    json!([{"index": i, "text": piece, "logprobs": null, "finish_reason": null}]),
+                )));
             }
         } else {
             let m = &c["message"];
@@ -285,7 +306,9 @@ mod tests {
         let whole = sse_to_json(STREAM.as_bytes()).unwrap();
         let events = json_to_sse(&whole, true).unwrap();
         assert_eq!(events.last().unwrap(), b"data: [DONE]\n\n");
-        assert!(events.iter().all(|e| e.starts_with(b"data: ") && e.ends_with(b"\n\n")));
+        assert!(events
+            .iter()
+            .all(|e| e.starts_with(b"data: ") && e.ends_with(b"\n\n")));
         let joined: Vec<u8> = events.concat();
         assert!(is_usage_event(sse_payloads(&joined)[events.len() - 2]));
         let again: Value = serde_json::from_slice(&sse_to_json(&joined).unwrap()).unwrap();

@@ -10,9 +10,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use switchyard_filters::bucket::{self, Bucket, Limit};
 
-use super::{
-    AdmitArgs, AdmitResult, RuntimeField, RuntimeValues, Store, StoreError, TenantRecord,
-};
+use super::{AdmitArgs, AdmitResult, RuntimeField, RuntimeValues, Store, StoreError, TenantRecord};
 
 #[derive(Default)]
 struct State {
@@ -111,7 +109,13 @@ impl Store for MemoryStore {
         Ok(self.admit_local(a))
     }
 
-    async fn settle(&self, tenant: &str, tokens: Limit, reserved: u64, used: u64) -> Result<(), StoreError> {
+    async fn settle(
+        &self,
+        tenant: &str,
+        tokens: Limit,
+        reserved: u64,
+        used: u64,
+    ) -> Result<(), StoreError> {
         self.settle_local(tenant, tokens, reserved, used);
         Ok(())
     }
@@ -134,20 +138,30 @@ impl Store for MemoryStore {
         st.cache_bytes += value.len();
         // Evict from the oldest insertions until the budget holds.
         while st.cache_bytes > self.max_cache_bytes {
-            let Some(k) = st.cache_order.pop_front() else { break };
+            let Some(k) = st.cache_order.pop_front() else {
+                break;
+            };
             if let Some((v, _)) = st.cache.remove(&k) {
                 st.cache_bytes -= v.len();
             }
         }
         // Keep the order queue from growing without bound with overwritten keys.
         if st.cache_order.len() > 2 * st.cache.len() + 64 {
-            let State { cache, cache_order, .. } = &mut *st;
+            let State {
+                cache, cache_order, ..
+            } = &mut *st;
             cache_order.retain(|k| cache.contains_key(k));
         }
         Ok(())
     }
 
-    async fn quota_take(&self, provider: &str, day: u32, requests: u64, tokens: u64) -> Result<bool, StoreError> {
+    async fn quota_take(
+        &self,
+        provider: &str,
+        day: u32,
+        requests: u64,
+        tokens: u64,
+    ) -> Result<bool, StoreError> {
         let mut st = self.state.lock();
         let e = st.quotas.entry((provider.to_string(), day)).or_default();
         if (requests > 0 && e.0 >= requests) || (tokens > 0 && e.1 >= tokens) {
@@ -157,7 +171,12 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn quota_add_tokens(&self, provider: &str, day: u32, tokens: u64) -> Result<(), StoreError> {
+    async fn quota_add_tokens(
+        &self,
+        provider: &str,
+        day: u32,
+        tokens: u64,
+    ) -> Result<(), StoreError> {
         self.state
             .lock()
             .quotas
@@ -231,7 +250,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn inflight_publish(&self, replica: &str, n: i64, ttl: Duration) -> Result<(), StoreError> {
+    async fn inflight_publish(
+        &self,
+        replica: &str,
+        n: i64,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         self.state
             .lock()
             .inflight
@@ -243,7 +267,11 @@ impl Store for MemoryStore {
         let now = Instant::now();
         let mut st = self.state.lock();
         st.inflight.retain(|_, (_, exp)| *exp > now);
-        Ok(st.inflight.iter().map(|(k, (n, _))| (k.clone(), *n)).collect())
+        Ok(st
+            .inflight
+            .iter()
+            .map(|(k, (n, _))| (k.clone(), *n))
+            .collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -258,14 +286,28 @@ mod tests {
     #[tokio::test]
     async fn cache_is_bounded_and_expires() {
         let s = MemoryStore::new(10);
-        s.cache_put("a", Bytes::from_static(b"12345"), Duration::from_secs(60)).await.unwrap();
-        s.cache_put("b", Bytes::from_static(b"12345"), Duration::from_secs(60)).await.unwrap();
-        s.cache_put("c", Bytes::from_static(b"123"), Duration::from_secs(60)).await.unwrap();
+        s.cache_put("a", Bytes::from_static(b"12345"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        s.cache_put("b", Bytes::from_static(b"12345"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        s.cache_put("c", Bytes::from_static(b"123"), Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(s.cache_get("a").await.unwrap(), None, "oldest evicted");
         assert!(s.cache_get("b").await.unwrap().is_some());
-        s.cache_put("big", Bytes::from(vec![0u8; 11]), Duration::from_secs(60)).await.unwrap();
-        assert_eq!(s.cache_get("big").await.unwrap(), None, "over the budget: not stored");
-        s.cache_put("gone", Bytes::from_static(b"1"), Duration::ZERO).await.unwrap();
+        s.cache_put("big", Bytes::from(vec![0u8; 11]), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.cache_get("big").await.unwrap(),
+            None,
+            "over the budget: not stored"
+        );
+        s.cache_put("gone", Bytes::from_static(b"1"), Duration::ZERO)
+            .await
+            .unwrap();
         assert_eq!(s.cache_get("gone").await.unwrap(), None, "expired");
     }
 

@@ -139,7 +139,13 @@ impl RuntimeField {
     }
 
     /// All fields.
-    pub const ALL: [RuntimeField; 5] = [Self::Backend, Self::State, Self::Url, Self::Auth, Self::Strategy];
+    pub const ALL: [RuntimeField; 5] = [
+        Self::Backend,
+        Self::State,
+        Self::Url,
+        Self::Auth,
+        Self::Strategy,
+    ];
 }
 
 /// How long quota counters live.
@@ -159,7 +165,13 @@ pub trait Store: Send + Sync {
     async fn admit(&self, args: &AdmitArgs<'_>) -> Result<AdmitResult, StoreError>;
 
     /// Settles the token bucket with the real usage.
-    async fn settle(&self, tenant: &str, tokens: Limit, reserved: u64, used: u64) -> Result<(), StoreError>;
+    async fn settle(
+        &self,
+        tenant: &str,
+        tokens: Limit,
+        reserved: u64,
+        used: u64,
+    ) -> Result<(), StoreError>;
 
     /// Reads a cache entry (`{scope}:<hash>`).
     async fn cache_get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
@@ -169,10 +181,21 @@ pub trait Store: Send + Sync {
 
     /// Takes one request from a provider's daily quota if it is not used up. Returns
     /// whether it was taken.
-    async fn quota_take(&self, provider: &str, day: u32, requests: u64, tokens: u64) -> Result<bool, StoreError>;
+    async fn quota_take(
+        &self,
+        provider: &str,
+        day: u32,
+        requests: u64,
+        tokens: u64,
+    ) -> Result<bool, StoreError>;
 
     /// Adds tokens to a provider's daily count.
-    async fn quota_add_tokens(&self, provider: &str, day: u32, tokens: u64) -> Result<(), StoreError>;
+    async fn quota_add_tokens(
+        &self,
+        provider: &str,
+        day: u32,
+        tokens: u64,
+    ) -> Result<(), StoreError>;
 
     /// A provider's (requests, tokens) used on `day`.
     async fn quota_get(&self, provider: &str, day: u32) -> Result<(u64, u64), StoreError>;
@@ -199,7 +222,12 @@ pub trait Store: Send + Sync {
     async fn runtime_set(&self, field: RuntimeField, value: &str) -> Result<(), StoreError>;
 
     /// Publishes this replica's local-backend in-flight count, expiring after `ttl`.
-    async fn inflight_publish(&self, replica: &str, n: i64, ttl: Duration) -> Result<(), StoreError>;
+    async fn inflight_publish(
+        &self,
+        replica: &str,
+        n: i64,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
 
     /// Every replica's published count.
     async fn inflight_cluster(&self) -> Result<Vec<(String, i64)>, StoreError>;
@@ -247,7 +275,10 @@ mod tests {
 
     #[test]
     fn runtime_fields() {
-        assert_eq!(RuntimeField::parse("inference.state"), Some(RuntimeField::State));
+        assert_eq!(
+            RuntimeField::parse("inference.state"),
+            Some(RuntimeField::State)
+        );
         assert_eq!(RuntimeField::parse("nope"), None);
         assert_eq!(RuntimeField::Strategy.key(), "config:routing.strategy");
     }

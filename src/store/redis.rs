@@ -46,8 +46,14 @@ pub struct RedisStore {
 impl RedisStore {
     /// A store for `url` (`redis://[:password@]host:port[/db]`); keys get `prefix`.
     /// Connects lazily: the gateway starts even when Redis is down.
-    pub fn new(url: &str, prefix: &str, timeout: Duration, up_gauge: IntGauge) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("invalid redis url: {}", e.kind_str()))?;
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+        up_gauge: IntGauge,
+    ) -> Result<Self, String> {
+        let client =
+            redis::Client::open(url).map_err(|e| format!("invalid redis url ({:?})", e.kind()))?;
         up_gauge.set(0);
         Ok(Self {
             client,
@@ -88,7 +94,7 @@ impl RedisStore {
             || e.is_connection_dropped()
             || e.is_connection_refusal()
             || e.is_unrecoverable_error();
-        let msg = format!("{}: {}", e.category(), e.kind_str());
+        let msg = format!("{}: {:?}", e.category(), e.kind());
         if connectivity {
             self.set_up(false);
             StoreError::Unavailable(msg)
@@ -137,7 +143,10 @@ impl RedisStore {
 fn int(v: &Value) -> i64 {
     match v {
         Value::Int(i) => *i,
-        Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
         _ => 0,
     }
 }
@@ -179,7 +188,9 @@ impl Store for RedisStore {
             .arg(a.token_cost);
         let out: Vec<Value> = inv.invoke_async(&mut c).await.map_err(|e| self.fail(e))?;
         if out.len() < 8 {
-            return Err(StoreError::Protocol("ratelimit script returned too little".into()));
+            return Err(StoreError::Protocol(
+                "ratelimit script returned too little".into(),
+            ));
         }
         let allowed = int(&out[0]) == 1;
         let admission = Admission {
@@ -204,7 +215,13 @@ impl Store for RedisStore {
         Ok(AdmitResult { admission, cached })
     }
 
-    async fn settle(&self, tenant: &str, tokens: Limit, reserved: u64, used: u64) -> Result<(), StoreError> {
+    async fn settle(
+        &self,
+        tenant: &str,
+        tokens: Limit,
+        reserved: u64,
+        used: u64,
+    ) -> Result<(), StoreError> {
         if tokens.is_unlimited() {
             return Ok(());
         }
@@ -223,7 +240,10 @@ impl Store for RedisStore {
 
     async fn cache_get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let mut c = self.conn().await?;
-        let v: Option<Vec<u8>> = c.get(self.k(&format!("cache:{key}"))).await.map_err(|e| self.fail(e))?;
+        let v: Option<Vec<u8>> = c
+            .get(self.k(&format!("cache:{key}")))
+            .await
+            .map_err(|e| self.fail(e))?;
         Ok(v.map(Bytes::from))
     }
 
@@ -241,7 +261,13 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn quota_take(&self, provider: &str, day: u32, requests: u64, tokens: u64) -> Result<bool, StoreError> {
+    async fn quota_take(
+        &self,
+        provider: &str,
+        day: u32,
+        requests: u64,
+        tokens: u64,
+    ) -> Result<bool, StoreError> {
         let mut c = self.conn().await?;
         let out: Vec<i64> = self
             .quota
@@ -255,7 +281,12 @@ impl Store for RedisStore {
         Ok(out.first() == Some(&1))
     }
 
-    async fn quota_add_tokens(&self, provider: &str, day: u32, tokens: u64) -> Result<(), StoreError> {
+    async fn quota_add_tokens(
+        &self,
+        provider: &str,
+        day: u32,
+        tokens: u64,
+    ) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let key = self.k(&format!("quota:{{{provider}}}:{day}"));
         let _: () = redis::pipe()
@@ -284,7 +315,10 @@ impl Store for RedisStore {
 
     async fn key_get(&self, hash: &str) -> Result<Option<TenantRecord>, StoreError> {
         let mut c = self.conn().await?;
-        let v: Option<String> = c.get(self.k(&format!("keys:{hash}"))).await.map_err(|e| self.fail(e))?;
+        let v: Option<String> = c
+            .get(self.k(&format!("keys:{hash}")))
+            .await
+            .map_err(|e| self.fail(e))?;
         match v {
             None => Ok(None),
             Some(s) => serde_json::from_str(&s)
@@ -334,11 +368,17 @@ impl Store for RedisStore {
 
     async fn key_list(&self) -> Result<Vec<(String, TenantRecord)>, StoreError> {
         let mut c = self.conn_any().await?;
-        let hashes: Vec<String> = c.smembers(self.k("keys:index")).await.map_err(|e| self.fail(e))?;
+        let hashes: Vec<String> = c
+            .smembers(self.k("keys:index"))
+            .await
+            .map_err(|e| self.fail(e))?;
         if hashes.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = hashes.iter().map(|h| self.k(&format!("keys:{h}"))).collect();
+        let keys: Vec<String> = hashes
+            .iter()
+            .map(|h| self.k(&format!("keys:{h}")))
+            .collect();
         let vals: Vec<Option<String>> = c.mget(&keys).await.map_err(|e| self.fail(e))?;
         Ok(hashes
             .into_iter()
@@ -349,7 +389,10 @@ impl Store for RedisStore {
 
     async fn keys_version(&self) -> Result<u64, StoreError> {
         let mut c = self.conn().await?;
-        let v: Option<u64> = c.get(self.k("keys:version")).await.map_err(|e| self.fail(e))?;
+        let v: Option<u64> = c
+            .get(self.k("keys:version"))
+            .await
+            .map_err(|e| self.fail(e))?;
         Ok(v.unwrap_or(0))
     }
 
@@ -379,10 +422,19 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn inflight_publish(&self, replica: &str, n: i64, ttl: Duration) -> Result<(), StoreError> {
+    async fn inflight_publish(
+        &self,
+        replica: &str,
+        n: i64,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let _: () = redis::pipe()
-            .set_ex(self.k(&format!("inflight:{replica}")), n, ttl.as_secs().max(1))
+            .set_ex(
+                self.k(&format!("inflight:{replica}")),
+                n,
+                ttl.as_secs().max(1),
+            )
             .ignore()
             .sadd(self.k("inflight:replicas"), replica)
             .ignore()
@@ -394,11 +446,17 @@ impl Store for RedisStore {
 
     async fn inflight_cluster(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let mut c = self.conn().await?;
-        let replicas: Vec<String> = c.smembers(self.k("inflight:replicas")).await.map_err(|e| self.fail(e))?;
+        let replicas: Vec<String> = c
+            .smembers(self.k("inflight:replicas"))
+            .await
+            .map_err(|e| self.fail(e))?;
         if replicas.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = replicas.iter().map(|r| self.k(&format!("inflight:{r}"))).collect();
+        let keys: Vec<String> = replicas
+            .iter()
+            .map(|r| self.k(&format!("inflight:{r}")))
+            .collect();
         let vals: Vec<Option<i64>> = c.mget(&keys).await.map_err(|e| self.fail(e))?;
         let mut out = Vec::new();
         let mut gone = Vec::new();
@@ -416,9 +474,10 @@ impl Store for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn_any().await?;
-        let r: Result<String, _> = tokio::time::timeout(self.timeout * 2, redis::cmd("PING").query_async(&mut c))
-            .await
-            .map_err(|_| StoreError::Unavailable("ping timed out".into()))?;
+        let r: Result<String, _> =
+            tokio::time::timeout(self.timeout * 2, redis::cmd("PING").query_async(&mut c))
+                .await
+                .map_err(|_| StoreError::Unavailable("ping timed out".into()))?;
         match r {
             Ok(_) => {
                 self.set_up(true);
