@@ -209,6 +209,7 @@ impl BackgroundService for Refresher {
         self.refresh().await;
         let period = self.interval();
         let mut next_refresh = tokio::time::Instant::now() + period;
+        let mut next_publish = tokio::time::Instant::now();
         let tick = period.min(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -219,13 +220,16 @@ impl BackgroundService for Refresher {
                 // Back: catch up at once.
                 next_refresh = tokio::time::Instant::now();
             }
-            let _ = store
-                .inflight_publish(
-                    &self.hub.replica_id,
-                    self.hub.local_inflight(),
-                    INFLIGHT_TTL,
-                )
-                .await;
+            if tokio::time::Instant::now() >= next_publish {
+                let _ = store
+                    .inflight_publish(
+                        &self.hub.replica_id,
+                        self.hub.local_inflight(),
+                        INFLIGHT_TTL,
+                    )
+                    .await;
+                next_publish = tokio::time::Instant::now() + Duration::from_secs(1);
+            }
             if tokio::time::Instant::now() >= next_refresh {
                 self.refresh().await;
                 next_refresh = tokio::time::Instant::now() + period;

@@ -286,6 +286,14 @@ pub fn runtime_overrides(v: &RuntimeValues) -> Result<RuntimeOverrides, String> 
     })
 }
 
+/// The address of `url`: an IP literal as is, a host name as last resolved.
+fn address(resolved: &HashMap<(String, u16), SocketAddr>, url: &BaseUrl) -> Option<SocketAddr> {
+    match url.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => Some(SocketAddr::new(ip, url.port)),
+        Err(_) => resolved.get(&(url.host.clone(), url.port)).copied(),
+    }
+}
+
 /// `<host name>-<pid>`, the default replica id.
 fn default_replica_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -409,6 +417,9 @@ impl Hub {
             );
         }
         if backend_changed {
+            // A new host name is resolved now (off the hot path), not at the next
+            // periodic refresh.
+            self.resolve_all().await;
             self.discovery_kick.notify_one();
         }
         Ok(before != o)
@@ -635,7 +646,7 @@ impl Hub {
                 &format!("{}/v1", l.url.path),
                 auth.as_deref(),
                 &l.extra_headers,
-                resolved.get(&(l.url.host.clone(), l.url.port)).copied(),
+                address(&resolved, &l.url),
                 &timeouts,
             )?;
             let mut listed: Vec<String> = discovered.clone();
@@ -699,7 +710,7 @@ impl Hub {
                         &u.path,
                         auth.as_deref(),
                         &p.extra_headers,
-                        resolved.get(&(u.host.clone(), u.port)).copied(),
+                        address(&resolved, u),
                         &timeouts,
                     )?;
                     (Class::Cloud, Some(up), None)

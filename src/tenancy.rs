@@ -24,7 +24,9 @@ use crate::store::memory::MemoryStore;
 use crate::store::{now_unix_ms, utc_day, AdmitArgs, AdmitResult, Store, StoreError, TenantRecord};
 
 /// Store lookups for unknown keys allowed per second (the rest are refused as unknown).
-const MISS_LOOKUPS_PER_SEC: u32 = 20;
+/// They only serve keys created on another replica since this one's last key-index
+/// refresh, so a handful per second is plenty, and a flood of bad keys stays cheap.
+const MISS_LOOKUPS_PER_SEC: u32 = 5;
 
 /// A tenant, as requests see it.
 #[derive(Debug)]

@@ -398,3 +398,144 @@ pub fn read_http_response(s: &mut std::net::TcpStream) -> (u16, String) {
     s.read_exact(&mut body).unwrap();
     (status, String::from_utf8_lossy(&body).to_string())
 }
+
+/// A real `redis-server` on a free port, stopped on drop.
+pub struct RedisServer {
+    pub port: u16,
+    pub password: Option<String>,
+    proc: Option<Proc>,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    pub async fn start_with(password: Option<&str>) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut s = Self {
+            port,
+            password: password.map(str::to_string),
+            proc: None,
+        };
+        s.restart().await;
+        s
+    }
+
+    /// (Re)starts the server on the same port.
+    pub async fn restart(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        let (proc, _rx) = Proc::spawn(cmd);
+        self.proc = Some(proc);
+        let url = self.url();
+        wait_for("redis-server to answer", Duration::from_secs(20), || {
+            let url = url.clone();
+            async move {
+                let c = redis::Client::open(url).ok()?;
+                let mut con = c.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut con)
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+    }
+
+    /// Stops the server (the port is reused by `restart`).
+    pub fn kill(&mut self) {
+        self.proc = None;
+    }
+
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    pub async fn con(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// `INFO stats` total_commands_processed.
+    pub async fn commands_processed(&self) -> u64 {
+        let mut c = self.con().await;
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Calls per command from `INFO commandstats` (`evalsha`, `get`, …).
+    pub async fn commandstats(&self) -> std::collections::HashMap<String, u64> {
+        let mut c = self.con().await;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        info.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("cmdstat_")?;
+                let (name, stats) = rest.split_once(':')?;
+                let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+                Some((name.to_string(), calls.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+/// Which shared-state store a gateway uses in a test.
+pub enum StoreKind<'a> {
+    Memory,
+    Redis(&'a RedisServer),
+}
+
+impl StoreKind<'_> {
+    /// The `[redis]` section (empty for memory), with a short refresh interval.
+    pub fn section(&self, extra: &str) -> String {
+        match self {
+            StoreKind::Memory => String::new(),
+            StoreKind::Redis(r) => format!(
+                "\n[redis]\nurl = \"{}\"\nrefresh_interval = \"200ms\"\n{extra}\n",
+                r.url()
+            ),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::Redis(_) => "redis",
+        }
+    }
+}
