@@ -71,6 +71,14 @@ def cleanup():
             pass
 
 
+def ensure_redis():
+    if not shutil.which("redis-server"):
+        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "redis-server"], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+
+
 def ensure_tools():
     missing = [pkg for cmd, pkg in (("nginx", "nginx-light"), ("wrk", "wrk")) if not shutil.which(cmd)]
     if missing:
@@ -125,7 +133,7 @@ def nginx_proxy(port, up):
     return p
 
 
-def switchyard(port, admin, up, extra=""):
+def switchyard(port, admin, up, extra="", key=None):
     cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     cfg.write(f"""[server]
 listen = "127.0.0.1:{port}"
@@ -150,12 +158,61 @@ access = {str(os.environ.get("SY_ACCESS_LOG", "true")).lower()}
     end = time.time() + 20
     while time.time() < end:
         try:
-            if MODEL in urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1).read().decode():
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models",
+                                         headers={"Authorization": f"Bearer {key}"} if key else {})
+            if MODEL in urllib.request.urlopen(req, timeout=1).read().decode():
                 return p
         except Exception:
             pass
         time.sleep(0.1)
     raise SystemExit("switchyard did not discover the model")
+
+
+def redis_server(port):
+    p = start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+    end = time.time() + 10
+    while time.time() < end:
+        try:
+            if redis_cmd(port, "PING").startswith("+PONG"):
+                return p
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("redis-server did not start")
+
+
+def redis_cmd(port, *args):
+    """One RESP command; returns the raw reply text."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        req = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
+        s.sendall(req.encode())
+        data = b""
+        s.settimeout(2)
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            data += chunk
+            if data.startswith(b"+") or data.startswith(b"-") or data.startswith(b":"):
+                break
+            if data.startswith(b"$"):
+                head, _, rest = data.partition(b"\r\n")
+                if len(rest) >= int(head[1:]) + 2:
+                    break
+        return data.decode(errors="replace")
+
+
+def commandstats(port):
+    text = redis_cmd(port, "INFO", "commandstats")
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("cmdstat_"):
+            name, stats = line[len("cmdstat_"):].split(":", 1)
+            calls = dict(kv.split("=") for kv in stats.split(","))["calls"]
+            out[name] = int(calls)
+    return out
 
 
 def bare(port, up):
@@ -201,9 +258,9 @@ def parse_latency(s):
     return v * {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4, "h": 3.6e6}.get(u, float("nan"))
 
 
-def wrk(url, conns, secs, script):
+def wrk(url, conns, secs, script, env=None):
     out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", "-s", script, url],
-                         capture_output=True, text=True, env=dict(os.environ, MODEL=MODEL)).stdout
+                         capture_output=True, text=True, env=dict(os.environ, MODEL=MODEL, **(env or {}))).stdout
     if "Requests/sec" not in out:
         raise SystemExit(f"wrk failed against {url}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -304,7 +361,7 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=3, help="runs per point (median kept)")
     ap.add_argument("--conns", default="1,32,128")
-    ap.add_argument("--only", choices=["chat", "stream", "memory"], help="one part only")
+    ap.add_argument("--only", choices=["chat", "stream", "memory", "tenancy"], help="one part only")
     ap.add_argument("--streams", default="1000,5000", help="open streams for the memory test ('' skips)")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--quick", action="store_true")
@@ -363,6 +420,62 @@ def main():
                 ratio = lambda other: f"{rps / med[other][0]:.2f}x" if other in med and other != name else ""
                 emit(f"| {c} | {name} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | "
                      f"{'' if cpu_us is None else f'{cpu_us:.1f}'} | {ratio('nginx')} | {ratio('pingora')} | {ratio('direct')} |")
+    if a.only in (None, "tenancy"):
+        ensure_redis()
+        rp, sc, sca = free_port(), free_port(), free_port()
+        redis_server(rp)
+        key = "sk-bench-key-0001"
+        s4 = switchyard(sc, sca, up, extra=f"""
+[redis]
+url = "redis://127.0.0.1:{rp}"
+refresh_interval = "5s"
+
+[auth]
+enabled = true
+
+[[auth.keys]]
+key = "{key}"
+tenant = "bench"
+requests_per_minute = 100000000
+tokens_per_minute = 1000000000
+
+[cache]
+enabled = true
+""", key=key)
+        emit()
+        emit("## Tenancy: full chain and cache hits (upstream: nginx return 200; store: Redis)")
+        emit()
+        emit("full chain = API key + Redis token buckets (requests and tokens) + cache lookup that misses + cache store;")
+        emit("cache hit = the same plus the answer from Redis, no upstream trip; passthrough = no auth, no cache.")
+        emit()
+        emit("| conns | target | req/s | p50 ms | p99 ms | CPU µs/req | vs nginx | vs passthrough | redis cmds/req |")
+        emit("|---|---|---|---|---|---|---|---|---|")
+        for c in [int(x) for x in a.conns.split(",")]:
+            rows = {}
+            for name, url, pid, script in (
+                ("nginx", f"http://127.0.0.1:{nx}/v1/chat/completions", n1.pid, "chat.lua"),
+                ("switchyard passthrough", f"http://127.0.0.1:{sy}/v1/chat/completions", s1.pid, "chat.lua"),
+                ("switchyard full chain", f"http://127.0.0.1:{sc}/v1/chat/completions", s4.pid, "chain.lua"),
+                ("switchyard cache hit", f"http://127.0.0.1:{sc}/v1/chat/completions", s4.pid, "hit.lua"),
+            ):
+                runs = []
+                for _ in range(a.rounds):
+                    before_cmds = sum(commandstats(rp).values())
+                    before = cpu_ticks(pid)
+                    rps, reqs, p50, p99 = wrk(url, c, a.duration, os.path.join(ROOT, "loadtest", script), env={"KEY": key})
+                    cpu_us = (cpu_ticks(pid) - before) / TICK * 1e6 / reqs
+                    cmds = (sum(commandstats(rp).values()) - before_cmds - 1) / reqs
+                    runs.append((rps, p50, p99, cpu_us, cmds))
+                runs.sort(key=lambda r: r[0])
+                rows[name] = runs[len(runs) // 2]
+            for name, (rps, p50, p99, cpu_us, cmds) in rows.items():
+                vs_n = "" if name == "nginx" else f"{rps / rows['nginx'][0]:.2f}x"
+                vs_p = f"{rps / rows['switchyard passthrough'][0]:.2f}x" if name.startswith("switchyard") and name != "switchyard passthrough" else ""
+                rc = f"{cmds:.2f}" if "chain" in name or "hit" in name else ""
+                emit(f"| {c} | {name} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {cpu_us:.1f} | {vs_n} | {vs_p} | {rc} |")
+        stats = commandstats(rp)
+        emit()
+        emit("Redis INFO commandstats after the run: " + ", ".join(f"{k}={v}" for k, v in sorted(stats.items())))
     if not a.only or a.only == "stream":
         emit()
         emit("## Streamed first byte: client TTFB, sequential requests, new connection each")

@@ -54,7 +54,7 @@ use crate::cache::{self, Flight, Kind, Role};
 use crate::config::CacheScope;
 use crate::metrics::{status_class, ProviderCounters, Sample};
 use crate::state::{endpoint_slot, Hub, Snapshot};
-use crate::store::AdmitArgs;
+use crate::store::{AdmitArgs, Finish};
 use crate::tenancy::Tenant;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -970,6 +970,7 @@ impl ProxyHttp for Gateway {
             Err(e) => return self.respond_error(session, ctx, &e).await,
         };
         ctx.admission = Some(admitted.admission);
+        ctx.reserved = admitted.reserved;
         if !admitted.admission.allowed {
             let limit = admitted.admission.refused_by.unwrap_or("requests");
             self.hub
@@ -1589,38 +1590,49 @@ impl Gateway {
     /// requests waiting on it (stored first, so that a repeat finds the entry).
     async fn settle(&self, ctx: &mut Ctx, failed: bool) {
         let t = &self.hub.tenancy;
-        if let Some(tenant) = &ctx.tenant {
-            if ctx.reserved > 0 && !tenant.tokens.is_unlimited() {
-                let used = match ctx.cache_status {
-                    "hit" | "coalesced" => 0,
-                    _ if ctx.status != 200 => 0,
-                    _ => ctx.usage.map_or(ctx.reserved, |u| u.total_tokens),
-                };
-                t.settle(tenant, ctx.reserved, used).await;
-            }
-        }
         if let (Some(snap), Some(i), Some(u)) = (&ctx.snap, ctx.current, ctx.usage) {
             let name = &snap.providers[i as usize].name;
             if t.has_quota(name) && !matches!(ctx.cache_status, "hit" | "coalesced") {
                 t.add_quota_tokens(name, u.total_tokens).await;
             }
         }
-        if let Some(f) = ctx.flight.take() {
-            let ok = ctx.complete && ctx.status == 200 && !failed && !ctx.mid_stream_error;
-            if ok && ctx.cache_policy.store {
-                if let (Some(key), Some((streamed, body))) = (ctx.cache_key.as_deref(), f.collect())
-                {
+        let flight = ctx.flight.take();
+        let ok = ctx.complete && ctx.status == 200 && !failed && !ctx.mid_stream_error;
+        let entry = match (&flight, ctx.cache_key.as_deref()) {
+            (Some(f), Some(key)) if ok && ctx.cache_policy.store => {
+                f.collect().map(|(streamed, body)| {
                     let kind = if streamed { Kind::Sse } else { Kind::Json };
-                    let entry = cache::encode(kind, &body);
-                    if t.store()
-                        .cache_put(key, entry, self.hub.settings.cache.ttl)
-                        .await
-                        .is_ok()
-                    {
-                        self.hub.metrics.cache.with_label_values(&["stored"]).inc();
-                    }
+                    (key, cache::encode(kind, &body), self.hub.settings.cache.ttl)
+                })
+            }
+            _ => None,
+        };
+        if let Some(tenant) = ctx.tenant.clone() {
+            let used = match ctx.cache_status {
+                "hit" | "coalesced" => 0,
+                _ if ctx.status != 200 => 0,
+                _ => ctx.usage.map_or(ctx.reserved, |u| u.total_tokens),
+            };
+            let stored = entry.is_some();
+            let f = Finish {
+                tenant: &tenant.name,
+                tokens: tenant.tokens,
+                reserved: if tenant.tokens.is_unlimited() {
+                    0
+                } else {
+                    ctx.reserved
+                },
+                used,
+                store: entry,
+            };
+            if f.reserved > 0 || stored {
+                let done = t.finish(&f).await;
+                if done && stored {
+                    self.hub.metrics.cache.with_label_values(&["stored"]).inc();
                 }
             }
+        }
+        if let Some(f) = flight {
             f.finish(ok);
             if let Some(key) = ctx.cache_key.as_deref() {
                 self.hub.coalescer.leave(key, &f);

@@ -21,7 +21,9 @@ use switchyard_filters::glob::Pattern;
 
 use crate::config::{AuthSettings, OnOutage, QuotaSettings, Secret};
 use crate::store::memory::MemoryStore;
-use crate::store::{now_unix_ms, utc_day, AdmitArgs, AdmitResult, Store, StoreError, TenantRecord};
+use crate::store::{
+    now_unix_ms, utc_day, AdmitArgs, AdmitResult, Finish, Store, StoreError, TenantRecord,
+};
 
 /// Store lookups for unknown keys allowed per second (the rest are refused as unknown).
 /// They only serve keys created on another replica since this one's last key-index
@@ -317,6 +319,7 @@ impl Tenancy {
                     ..Admission::default()
                 },
                 cached: None,
+                reserved: 0,
             });
         }
         match self.store.admit(args).await {
@@ -327,6 +330,7 @@ impl Tenancy {
                     ..Admission::default()
                 },
                 cached: None,
+                reserved: 0,
             }),
             Err(_) => match self.on_outage {
                 OnOutage::FailOpen => {
@@ -341,19 +345,19 @@ impl Tenancy {
         }
     }
 
-    /// Settles a token reservation (best effort; a failure only loses accuracy).
-    pub async fn settle(&self, tenant: &Tenant, reserved: u64, used: u64) {
-        if tenant.tokens.is_unlimited() {
-            return;
-        }
-        if self
-            .store
-            .settle(&tenant.name, tenant.tokens, reserved, used)
-            .await
-            .is_err()
-        {
-            self.fallback
-                .settle_local(&tenant.name, tenant.tokens, reserved, used);
+    /// After a response: settles the token reservation and stores the answer, in one
+    /// store round trip (best effort: a failure only loses accuracy; the settlement
+    /// then happens in this replica's memory, and nothing is stored).
+    pub async fn finish(&self, f: &Finish<'_>) -> bool {
+        match self.store.finish(f).await {
+            Ok(()) => true,
+            Err(_) => {
+                if f.reserved > 0 {
+                    self.fallback
+                        .settle_local(f.tenant, f.tokens, f.reserved, f.used);
+                }
+                false
+            }
         }
     }
 

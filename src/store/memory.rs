@@ -10,7 +10,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use switchyard_filters::bucket::{self, Bucket, Limit};
 
-use super::{AdmitArgs, AdmitResult, RuntimeField, RuntimeValues, Store, StoreError, TenantRecord};
+use super::{
+    AdmitArgs, AdmitResult, Finish, RuntimeField, RuntimeValues, Store, StoreError, TenantRecord,
+};
 
 #[derive(Default)]
 struct State {
@@ -52,9 +54,12 @@ impl MemoryStore {
         let mut st = self.state.lock();
         let rk = (a.tenant.to_string(), false);
         let tk = (a.tenant.to_string(), true);
+        let cached = a.cache_key.and_then(|k| Self::cache_lookup(&mut st, k));
+        // A cache hit costs no upstream tokens.
+        let cost = if cached.is_some() { 0 } else { a.token_cost };
         let (r, t, admission) = bucket::admit(
             (st.buckets.get(&rk).copied(), a.requests),
-            (st.buckets.get(&tk).copied(), a.tokens, a.token_cost),
+            (st.buckets.get(&tk).copied(), a.tokens, cost),
             now,
         );
         if let Some(b) = r {
@@ -63,12 +68,16 @@ impl MemoryStore {
         if let Some(b) = t {
             st.buckets.insert(tk, b);
         }
-        let cached = if admission.allowed {
-            a.cache_key.and_then(|k| Self::cache_lookup(&mut st, k))
-        } else {
-            None
-        };
-        AdmitResult { admission, cached }
+        let allowed = admission.allowed;
+        AdmitResult {
+            admission,
+            cached: cached.filter(|_| allowed),
+            reserved: if allowed && !a.tokens.is_unlimited() {
+                cost.min(a.tokens.per_minute)
+            } else {
+                0
+            },
+        }
     }
 
     /// Settles locally (see [`Store::settle`]).
@@ -109,14 +118,13 @@ impl Store for MemoryStore {
         Ok(self.admit_local(a))
     }
 
-    async fn settle(
-        &self,
-        tenant: &str,
-        tokens: Limit,
-        reserved: u64,
-        used: u64,
-    ) -> Result<(), StoreError> {
-        self.settle_local(tenant, tokens, reserved, used);
+    async fn finish(&self, f: &Finish<'_>) -> Result<(), StoreError> {
+        if f.reserved > 0 {
+            self.settle_local(f.tenant, f.tokens, f.reserved, f.used);
+        }
+        if let Some((key, value, ttl)) = &f.store {
+            self.cache_put(key, value.clone(), *ttl).await?;
+        }
         Ok(())
     }
 

@@ -82,6 +82,24 @@ pub struct AdmitResult {
     pub admission: Admission,
     /// The cached answer, when asked for, allowed, and present.
     pub cached: Option<Bytes>,
+    /// Tokens taken from the token bucket (0 on a cache hit: it costs no upstream
+    /// tokens and needs no settlement).
+    pub reserved: u64,
+}
+
+/// What happens after a response, in one round trip.
+#[derive(Debug, Clone)]
+pub struct Finish<'a> {
+    /// Tenant (hash tag).
+    pub tenant: &'a str,
+    /// Its token limit.
+    pub tokens: Limit,
+    /// Tokens reserved by `admit` (0: nothing to settle).
+    pub reserved: u64,
+    /// Tokens really used.
+    pub used: u64,
+    /// An answer to store: (`{scope}:<hash>`, entry, TTL).
+    pub store: Option<(&'a str, Bytes, Duration)>,
 }
 
 /// The runtime configuration values as stored (strings; validated by the caller).
@@ -164,14 +182,10 @@ pub trait Store: Send + Sync {
     /// neither, and reads the cache entry when asked, atomically.
     async fn admit(&self, args: &AdmitArgs<'_>) -> Result<AdmitResult, StoreError>;
 
-    /// Settles the token bucket with the real usage.
-    async fn settle(
-        &self,
-        tenant: &str,
-        tokens: Limit,
-        reserved: u64,
-        used: u64,
-    ) -> Result<(), StoreError>;
+    /// After a response: settles the token reservation with the real usage and stores
+    /// the answer in the cache, in one round trip (atomically when both share the
+    /// tenant's hash tag).
+    async fn finish(&self, f: &Finish<'_>) -> Result<(), StoreError>;
 
     /// Reads a cache entry (`{scope}:<hash>`).
     async fn cache_get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;

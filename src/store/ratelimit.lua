@@ -10,8 +10,10 @@
 -- ARGV[3] token cost of this request (the reservation)
 --
 -- Returns { allowed (0/1), refused_by (0 none, 1 requests, 2 tokens), retry_after_ms,
---           req_remaining, req_reset_ms, tok_remaining, tok_reset_ms, cached value or false }
--- (remaining = -1 when that bucket is unlimited)
+--           req_remaining, req_reset_ms, tok_remaining, tok_reset_ms, cached value or false,
+--           tokens reserved }
+-- (remaining = -1 when that bucket is unlimited). A cache hit reserves no tokens: it
+-- costs no upstream tokens, and needs no settlement afterwards.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -39,6 +41,12 @@ local tl = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
 if tl > 0 and cost > tl then cost = tl end
 
+local cached = false
+if KEYS[3] ~= nil and KEYS[3] ~= '' then
+  cached = redis.call('GET', KEYS[3])
+  if cached then cost = 0 end
+end
+
 local r_level, t_level = nil, nil
 local r_wait, t_wait = 0, 0
 if rl > 0 then
@@ -62,7 +70,7 @@ local function store(key, level, limit)
   redis.call('PEXPIRE', key, wait_ms(level, limit, limit) + 1000)
 end
 
-local out = { allowed and 1 or 0, refused, math.max(r_wait, t_wait), -1, 0, -1, 0, false }
+local out = { allowed and 1 or 0, refused, math.max(r_wait, t_wait), -1, 0, -1, 0, false, 0 }
 if r_level ~= nil then
   if allowed then r_level = r_level - 1 end
   store(KEYS[1], r_level, rl)
@@ -75,7 +83,8 @@ if t_level ~= nil then
   out[6] = math.floor(math.max(t_level, 0))
   out[7] = wait_ms(t_level, tl, tl)
 end
-if allowed and KEYS[3] ~= nil and KEYS[3] ~= '' then
-  out[8] = redis.call('GET', KEYS[3])
+if allowed then
+  out[8] = cached
+  if tl > 0 then out[9] = cost end
 end
 return out

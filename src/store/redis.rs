@@ -23,11 +23,12 @@ use redis::{AsyncCommands, Script, Value};
 use switchyard_filters::bucket::{Admission, BucketStatus, Limit};
 
 use super::{
-    AdmitArgs, AdmitResult, RuntimeField, RuntimeValues, Store, StoreError, TenantRecord, QUOTA_TTL,
+    AdmitArgs, AdmitResult, Finish, RuntimeField, RuntimeValues, Store, StoreError, TenantRecord,
+    QUOTA_TTL,
 };
 
 const RATELIMIT_LUA: &str = include_str!("ratelimit.lua");
-const SETTLE_LUA: &str = include_str!("settle.lua");
+const FINISH_LUA: &str = include_str!("finish.lua");
 const QUOTA_LUA: &str = include_str!("quota.lua");
 
 /// The Redis store.
@@ -39,7 +40,7 @@ pub struct RedisStore {
     up: AtomicBool,
     up_gauge: IntGauge,
     ratelimit: Script,
-    settle: Script,
+    finish: Script,
     quota: Script,
 }
 
@@ -63,7 +64,7 @@ impl RedisStore {
             up: AtomicBool::new(false),
             up_gauge,
             ratelimit: Script::new(RATELIMIT_LUA),
-            settle: Script::new(SETTLE_LUA),
+            finish: Script::new(FINISH_LUA),
             quota: Script::new(QUOTA_LUA),
         })
     }
@@ -187,7 +188,7 @@ impl Store for RedisStore {
             .arg(a.tokens.per_minute)
             .arg(a.token_cost);
         let out: Vec<Value> = inv.invoke_async(&mut c).await.map_err(|e| self.fail(e))?;
-        if out.len() < 8 {
+        if out.len() < 9 {
             return Err(StoreError::Protocol(
                 "ratelimit script returned too little".into(),
             ));
@@ -212,30 +213,76 @@ impl Store for RedisStore {
             let v: Option<Vec<u8>> = c.get(key).await.map_err(|e| self.fail(e))?;
             cached = v.map(Bytes::from);
         }
-        Ok(AdmitResult { admission, cached })
+        let reserved = int(&out[8]).max(0) as u64;
+        Ok(AdmitResult {
+            admission,
+            cached,
+            reserved,
+        })
     }
 
-    async fn settle(
-        &self,
-        tenant: &str,
-        tokens: Limit,
-        reserved: u64,
-        used: u64,
-    ) -> Result<(), StoreError> {
-        if tokens.is_unlimited() {
+    async fn finish(&self, f: &Finish<'_>) -> Result<(), StoreError> {
+        let settle = f.reserved > 0 && !f.tokens.is_unlimited();
+        if !settle && f.store.is_none() {
             return Ok(());
         }
         let mut c = self.conn().await?;
-        let _: i64 = self
-            .settle
-            .key(self.k(&format!("rl:{{{tenant}}}:tok")))
-            .arg(tokens.per_minute)
-            .arg(reserved)
-            .arg(used)
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.fail(e))?;
-        Ok(())
+        let tag = format!("{{{}}}", f.tenant);
+        // Settlement and store in one script when the entry shares the tenant's tag;
+        // a global-scope entry goes in the same pipeline as a plain SET.
+        let (in_script, separate) = match &f.store {
+            Some((k, v, ttl)) if k.starts_with(&tag) => {
+                (Some((self.k(&format!("cache:{k}")), v, *ttl)), None)
+            }
+            Some((k, v, ttl)) => (None, Some((self.k(&format!("cache:{k}")), v, *ttl))),
+            None => (None, None),
+        };
+        let mut pipe = redis::pipe();
+        if settle || in_script.is_some() {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(self.finish.get_hash()).arg(2);
+            cmd.arg(if settle {
+                self.k(&format!("rl:{tag}:tok"))
+            } else {
+                String::new()
+            });
+            cmd.arg(
+                in_script
+                    .as_ref()
+                    .map(|(k, _, _)| k.clone())
+                    .unwrap_or_default(),
+            );
+            cmd.arg(f.tokens.per_minute).arg(f.reserved).arg(f.used);
+            match &in_script {
+                Some((_, v, ttl)) => cmd.arg(v.as_ref()).arg(ttl.as_millis().max(1) as u64),
+                None => cmd.arg("").arg(0),
+            };
+            pipe.add_command(cmd).ignore();
+        }
+        if let Some((k, v, ttl)) = &separate {
+            pipe.cmd("SET")
+                .arg(k)
+                .arg(v.as_ref())
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64)
+                .ignore();
+        }
+        match pipe.query_async::<()>(&mut c).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                // First use on this server (or after a restart): load and retry once.
+                let _: String = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(FINISH_LUA)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                pipe.query_async::<()>(&mut c)
+                    .await
+                    .map_err(|e| self.fail(e))
+            }
+            Err(e) => Err(self.fail(e)),
+        }
     }
 
     async fn cache_get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
