@@ -921,7 +921,9 @@ impl ProxyHttp for Gateway {
         ctx.upstream_model = CompactString::from(route.upstream_model());
         ctx.candidates = route.candidates.clone();
         ctx.skipped = route.skipped.clone();
-        let resolved = route.resolved.to_string();
+        // Only cacheable requests need the resolved name (for the cache key).
+        let resolved = (self.hub.settings.cache.enabled && head.temperature == Some(0.0))
+            .then(|| route.resolved.to_string());
         drop(route);
 
         let in_process = ctx
@@ -942,8 +944,8 @@ impl ProxyHttp for Gateway {
         } else {
             CachePolicy::OFF
         };
-        if ctx.cache_policy.active() {
-            if let Some(k) = cachekey::key(endpoint, &resolved, &body) {
+        if let (true, Some(resolved)) = (ctx.cache_policy.active(), resolved.as_deref()) {
+            if let Some(k) = cachekey::key(endpoint, resolved, &body) {
                 let scope = match cache.scope {
                     CacheScope::Tenant => tenant.name.as_str(),
                     CacheScope::Global => "global",

@@ -363,7 +363,7 @@ impl Tenancy {
 
     /// Whether `provider` has a daily quota.
     pub fn has_quota(&self, provider: &str) -> bool {
-        self.quotas.contains_key(provider)
+        !self.quotas.is_empty() && self.quotas.contains_key(provider)
     }
 
     /// Takes one request from `provider`'s quota for today. `Ok(false)`: used up.
