@@ -141,6 +141,28 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// The members of the set `set` with the values of `<value_prefix><member>`, read in
+    /// two round trips (SMEMBERS, MGET).
+    async fn set_with_values<T: redis::FromRedisValue>(
+        &self,
+        c: &mut ConnectionManager,
+        set: &str,
+        value_prefix: &str,
+    ) -> Result<Vec<(String, Option<T>)>, StoreError> {
+        let members: Vec<String> = c.smembers(self.k(set)).await.map_err(|e| self.fail(e))?;
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = members
+            .iter()
+            .map(|m| self.k(&format!("{value_prefix}{m}")))
+            .collect();
+        let vals: Vec<Option<T>> = c.mget(&keys).await.map_err(|e| self.fail(e))?;
+        Ok(members.into_iter().zip(vals).collect())
+    }
+}
+
 fn int(v: &Value) -> i64 {
     match v {
         Value::Int(i) => *i,
@@ -415,21 +437,10 @@ impl Store for RedisStore {
 
     async fn key_list(&self) -> Result<Vec<(String, TenantRecord)>, StoreError> {
         let mut c = self.conn_any().await?;
-        let hashes: Vec<String> = c
-            .smembers(self.k("keys:index"))
-            .await
-            .map_err(|e| self.fail(e))?;
-        if hashes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = hashes
-            .iter()
-            .map(|h| self.k(&format!("keys:{h}")))
-            .collect();
-        let vals: Vec<Option<String>> = c.mget(&keys).await.map_err(|e| self.fail(e))?;
-        Ok(hashes
+        let pairs: Vec<(String, Option<String>)> =
+            self.set_with_values(&mut c, "keys:index", "keys:").await?;
+        Ok(pairs
             .into_iter()
-            .zip(vals)
             .filter_map(|(h, v)| Some((h, serde_json::from_str(&v?).ok()?)))
             .collect())
     }
@@ -493,21 +504,12 @@ impl Store for RedisStore {
 
     async fn inflight_cluster(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let mut c = self.conn().await?;
-        let replicas: Vec<String> = c
-            .smembers(self.k("inflight:replicas"))
-            .await
-            .map_err(|e| self.fail(e))?;
-        if replicas.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = replicas
-            .iter()
-            .map(|r| self.k(&format!("inflight:{r}")))
-            .collect();
-        let vals: Vec<Option<i64>> = c.mget(&keys).await.map_err(|e| self.fail(e))?;
+        let pairs: Vec<(String, Option<i64>)> = self
+            .set_with_values(&mut c, "inflight:replicas", "inflight:")
+            .await?;
         let mut out = Vec::new();
         let mut gone = Vec::new();
-        for (r, v) in replicas.into_iter().zip(vals) {
+        for (r, v) in pairs {
             match v {
                 Some(n) => out.push((r, n)),
                 None => gone.push(r),
