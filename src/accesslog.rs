@@ -11,7 +11,6 @@ use std::thread::Thread;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::Serialize;
 
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 const WAKE_AT: usize = 256 * 1024;
@@ -76,16 +75,14 @@ impl AccessLog {
     }
 
     /// Queues one line (a newline is added). Returns false if it was dropped.
-    pub fn write<T: Serialize>(&self, line: &T) -> bool {
+    pub fn write(&self, line: &AccessLine<'_>) -> bool {
         let Some((shared, thread)) = &self.inner else {
             return true;
         };
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             scratch.clear();
-            if serde_json::to_writer(&mut *scratch, line).is_err() {
-                return false;
-            }
+            line.encode(&mut scratch);
             scratch.push(b'\n');
             let len = {
                 let mut buf = shared.buf.lock();
@@ -126,11 +123,10 @@ fn writer(shared: &Shared) {
 }
 
 /// One access log line. Never holds a credential: only names, numbers and the
-/// client-supplied request id.
-#[derive(Debug, Serialize)]
+/// client-supplied request id. Encoded by [`AccessLine::encode`]; optional fields are
+/// left out when `None`.
+#[derive(Debug)]
 pub struct AccessLine<'a> {
-    /// Always `"request"`.
-    pub event: &'static str,
     /// Unix time in milliseconds when the request ended.
     pub ts_ms: u64,
     /// The request id (client's `X-Request-Id` or generated).
@@ -140,39 +136,211 @@ pub struct AccessLine<'a> {
     /// Request path (no query string).
     pub path: &'a str,
     /// Model as requested.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<&'a str>,
     /// Provider that answered (or was last tried).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<&'a str>,
     /// Status sent to the client (0 if none could be sent).
     pub status: u16,
-    /// Whole request, ms.
-    pub latency_ms: f64,
-    /// Time to the first streamed chunk, ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ttft_ms: Option<f64>,
-    /// Time inside the gateway before the upstream, ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub overhead_ms: Option<f64>,
+    /// Whole request, written as `latency_ms` with microsecond precision.
+    pub latency: Duration,
+    /// Time to the first streamed chunk, written as `ttft_ms`.
+    pub ttft: Option<Duration>,
+    /// Time inside the gateway before the upstream, written as `overhead_ms`.
+    pub overhead: Option<Duration>,
     /// Prompt tokens.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_tokens: Option<u64>,
     /// Completion tokens.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub completion_tokens: Option<u64>,
     /// Streamed response.
     pub stream: bool,
-    /// Served from the response cache.
+    /// Cache outcome (`none`, `hit`, `miss`, `coalesced`, ...).
     pub cache: &'static str,
     /// Moved past at least one failed candidate.
     pub fallback: bool,
     /// Upstream attempts made.
     pub attempts: u8,
     /// Gateway error code, when the gateway answered with an error.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
     /// Tenant, when auth is on.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<&'a str>,
+}
+
+impl AccessLine<'_> {
+    /// Appends the line as one JSON object (no newline) to `out`. Written by hand rather
+    /// than through serde: this runs once per request on the worker thread, and the
+    /// generic serialiser with float formatting cost about twice as much.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut n = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"event\":\"request\",\"ts_ms\":");
+        out.extend_from_slice(n.format(self.ts_ms).as_bytes());
+        out.extend_from_slice(b",\"request_id\":");
+        json_str(out, self.request_id);
+        out.extend_from_slice(b",\"method\":");
+        json_str(out, self.method);
+        out.extend_from_slice(b",\"path\":");
+        json_str(out, self.path);
+        if let Some(m) = self.model {
+            out.extend_from_slice(b",\"model\":");
+            json_str(out, m);
+        }
+        if let Some(p) = self.provider {
+            out.extend_from_slice(b",\"provider\":");
+            json_str(out, p);
+        }
+        out.extend_from_slice(b",\"status\":");
+        out.extend_from_slice(n.format(self.status).as_bytes());
+        out.extend_from_slice(b",\"latency_ms\":");
+        json_ms(out, self.latency);
+        if let Some(t) = self.ttft {
+            out.extend_from_slice(b",\"ttft_ms\":");
+            json_ms(out, t);
+        }
+        if let Some(o) = self.overhead {
+            out.extend_from_slice(b",\"overhead_ms\":");
+            json_ms(out, o);
+        }
+        if let Some(t) = self.prompt_tokens {
+            out.extend_from_slice(b",\"prompt_tokens\":");
+            out.extend_from_slice(n.format(t).as_bytes());
+        }
+        if let Some(t) = self.completion_tokens {
+            out.extend_from_slice(b",\"completion_tokens\":");
+            out.extend_from_slice(n.format(t).as_bytes());
+        }
+        out.extend_from_slice(if self.stream {
+            b",\"stream\":true,\"cache\":"
+        } else {
+            b",\"stream\":false,\"cache\":"
+        });
+        json_str(out, self.cache);
+        out.extend_from_slice(if self.fallback {
+            b",\"fallback\":true,\"attempts\":"
+        } else {
+            b",\"fallback\":false,\"attempts\":"
+        });
+        out.extend_from_slice(n.format(self.attempts).as_bytes());
+        if let Some(e) = self.error {
+            out.extend_from_slice(b",\"error\":");
+            json_str(out, e);
+        }
+        if let Some(t) = self.tenant {
+            out.extend_from_slice(b",\"tenant\":");
+            json_str(out, t);
+        }
+        out.push(b'}');
+    }
+}
+
+/// A duration in milliseconds with three decimals (microsecond precision), e.g. `1.042`.
+fn json_ms(out: &mut Vec<u8>, d: Duration) {
+    let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+    out.extend_from_slice(itoa::Buffer::new().format(us / 1000).as_bytes());
+    let frac = us % 1000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
+/// A JSON string literal. Client-supplied text (path, model, request id) may hold quotes,
+/// backslashes or control characters; everything else is copied as is (valid UTF-8 in,
+/// valid UTF-8 out).
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => &[],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(s: &'a str) -> AccessLine<'a> {
+        AccessLine {
+            ts_ms: 1_700_000_000_123,
+            request_id: s,
+            method: "POST",
+            path: s,
+            model: Some(s),
+            provider: None,
+            status: 200,
+            latency: Duration::from_micros(1_042),
+            ttft: Some(Duration::from_nanos(999)),
+            overhead: Some(Duration::from_secs(3_601)),
+            prompt_tokens: Some(12),
+            completion_tokens: None,
+            stream: true,
+            cache: "miss",
+            fallback: false,
+            attempts: 1,
+            error: None,
+            tenant: Some("team-a"),
+        }
+    }
+
+    #[test]
+    fn encodes_valid_json_with_every_awkward_character() {
+        let nasty = "a\"b\\c\nd\re\tf\u{1}g\u{1f}h\u{7f}i é 😀 </script>";
+        let mut out = Vec::new();
+        line(nasty).encode(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(v["request_id"], nasty);
+        assert_eq!(v["path"], nasty);
+        assert_eq!(v["model"], nasty);
+        assert_eq!(v["event"], "request");
+        assert_eq!(v["ts_ms"], 1_700_000_000_123u64);
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["latency_ms"].as_f64(), Some(1.042));
+        assert_eq!(v["ttft_ms"].as_f64(), Some(0.0));
+        assert_eq!(v["overhead_ms"].as_f64(), Some(3_601_000.0));
+        assert_eq!(v["prompt_tokens"], 12);
+        assert!(v.get("completion_tokens").is_none());
+        assert!(v.get("provider").is_none());
+        assert!(v.get("error").is_none());
+        assert_eq!(v["stream"], true);
+        assert_eq!(v["fallback"], false);
+        assert_eq!(v["cache"], "miss");
+        assert_eq!(v["attempts"], 1);
+        assert_eq!(v["tenant"], "team-a");
+    }
+
+    #[test]
+    fn plain_strings_are_copied_verbatim() {
+        let mut out = Vec::new();
+        json_str(&mut out, "gpt-4o-mini");
+        assert_eq!(out, b"\"gpt-4o-mini\"");
+        out.clear();
+        json_ms(&mut out, Duration::from_micros(12_345_678));
+        assert_eq!(out, b"12345.678");
+    }
 }

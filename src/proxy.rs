@@ -1647,14 +1647,12 @@ impl Gateway {
             return;
         }
         let req = session.req_header();
-        let ms = |d: Duration| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0;
         let status = if ctx.status == 0 {
             session.response_written().map_or(0, |r| r.status.as_u16())
         } else {
             ctx.status
         };
         let line = AccessLine {
-            event: "request",
             ts_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
@@ -1665,9 +1663,9 @@ impl Gateway {
             model: (!ctx.model.is_empty()).then_some(ctx.model.as_str()),
             provider: ctx.provider_name(),
             status,
-            latency_ms: ms(end.duration_since(ctx.start)),
-            ttft_ms: ttft.map(ms),
-            overhead_ms: ctx.overhead.map(ms),
+            latency: end.duration_since(ctx.start),
+            ttft,
+            overhead: ctx.overhead,
             prompt_tokens: ctx.usage.map(|u| u.prompt_tokens),
             completion_tokens: ctx.usage.map(|u| u.completion_tokens),
             stream: ctx.stream,

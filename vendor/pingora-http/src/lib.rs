@@ -146,10 +146,19 @@ impl Deref for RequestHeader {
     }
 }
 
+/// Switchyard patch (see vendor/PATCHES.md): room for the headers a proxy sets on the
+/// upstream request (Host, Authorization, Content-Length, configured extras). With exactly
+/// as many slots as the client sent headers, the map is often full, and `HeaderMap`
+/// reserves a slot before it looks for the key, so even replacing `Host` made both maps
+/// grow and rehash on every request.
+const REQUEST_HEADER_HEADROOM: usize = 4;
+
 impl RequestHeader {
     fn new_no_case(size_hint: Option<usize>) -> Self {
         let mut base = ReqBuilder::new().body(()).unwrap().into_parts().0;
-        base.headers.reserve(http_header_map_upper_bound(size_hint));
+        base.headers.reserve(http_header_map_upper_bound(
+            size_hint.map(|n| n + REQUEST_HEADER_HEADROOM),
+        ));
         RequestHeader {
             base,
             header_name_map: None,
@@ -168,7 +177,7 @@ impl RequestHeader {
     ) -> Result<Self> {
         let mut req = Self::build_no_case(method, path, size_hint)?;
         req.header_name_map = Some(CaseMap::with_capacity(http_header_map_upper_bound(
-            size_hint,
+            size_hint.map(|n| n + REQUEST_HEADER_HEADROOM),
         )));
         Ok(req)
     }
