@@ -24,6 +24,8 @@
 //! logging                 inflight -1, metrics, local stats, one JSON access line
 //! ```
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -170,6 +172,11 @@ impl Gateway {
         HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
     }
 }
+
+/// A boxed future. The answers a hook gives on its rare paths (errors, cache replays,
+/// coalesced followers, local answers) are boxed so that their state does not swell the
+/// hook's own future, which is allocated for every request.
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Per-request state.
 pub struct Ctx {
@@ -467,7 +474,19 @@ impl Gateway {
         Ok(resp)
     }
 
-    async fn respond(
+    fn respond<'a>(
+        &'a self,
+        session: &'a mut Session,
+        ctx: &'a mut Ctx,
+        status: u16,
+        content_type: &'a str,
+        body: Bytes,
+        extra: &'a [(&'static str, String)],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.respond_inner(session, ctx, status, content_type, body, extra))
+    }
+
+    async fn respond_inner(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
@@ -513,7 +532,17 @@ impl Gateway {
     }
 
     /// Answers from a complete cached answer, as a stream or a whole response.
-    async fn replay(
+    fn replay<'a>(
+        &'a self,
+        session: &'a mut Session,
+        ctx: &'a mut Ctx,
+        kind: Kind,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.replay_inner(session, ctx, kind, body))
+    }
+
+    async fn replay_inner(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
@@ -557,7 +586,16 @@ impl Gateway {
     /// Waits on an identical request in flight and answers from it. Streamed clients of a
     /// streamed flight get its events as they arrive. Returns `false` (nothing written)
     /// when the flight failed before answering; the caller then goes upstream itself.
-    async fn follow(
+    fn follow<'a>(
+        &'a self,
+        session: &'a mut Session,
+        ctx: &'a mut Ctx,
+        flight: &'a Arc<Flight>,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.follow_inner(session, ctx, flight))
+    }
+
+    async fn follow_inner(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
@@ -663,7 +701,16 @@ impl Gateway {
     }
 
     /// Answers with a gateway error. Drains a small unread body to keep the connection.
-    async fn respond_error(
+    fn respond_error<'a>(
+        &'a self,
+        session: &'a mut Session,
+        ctx: &'a mut Ctx,
+        e: &'a GatewayError,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.respond_error_inner(session, ctx, e))
+    }
+
+    async fn respond_error_inner(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
@@ -1060,7 +1107,7 @@ impl ProxyHttp for Gateway {
                 include_usage: ctx.client_wants_usage,
                 request_id: ctx.request_id.to_str().unwrap_or(""),
             };
-            let usage = builtin::answer(session, &spec, req).await?;
+            let usage = Box::pin(builtin::answer(session, &spec, req)).await?;
             ctx.usage = Some(usage);
             return Ok(true);
         }
