@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -504,16 +504,58 @@ async fn body_arrives_exact(gw: &Gateway, mock: &Mock, size: usize, chunked: boo
     assert_eq!(last["sha256"], want, "size {size} chunked {chunked}");
 }
 
+/// Bodies go out with the upstream request header in one send up to 16 KiB and in a
+/// write of their own above (vendor/PATCHES.md): both sides of that line, plus bodies
+/// past Pingora's 64 KiB retry buffer.
 #[tokio::test]
 async fn large_bodies_arrive_byte_exact_in_both_framings() {
     let mock = Mock::start(&["--model", "m"]);
     let gw = Gateway::start(&local_cfg(&mock, "local-first", "")).await;
     gw.wait_model("m").await;
-    for size in [200_000, 3_000_000] {
+    // 55 bytes of JSON around the filler: 16,384 and 16,385 byte bodies.
+    for size in [16_384 - 55, 16_385 - 55, 200_000, 3_000_000] {
         for chunked in [false, true] {
             body_arrives_exact(&gw, &mock, size, chunked).await;
         }
     }
+}
+
+/// A client that waits for `100 Continue` gets it from the gateway itself (which reads the
+/// whole body before routing, and does not forward `Expect`), then its body reaches the
+/// upstream whole.
+#[tokio::test]
+async fn expect_continue_gets_100_and_the_body_arrives() {
+    let mock = Mock::start(&["--model", "m"]);
+    let gw = Gateway::start(&local_cfg(&mock, "local-first", "")).await;
+    gw.wait_model("m").await;
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let addr = gw.proxy.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed before 100 Continue");
+        interim.push(byte[0]);
+    }
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
+    s.write_all(body.as_bytes()).unwrap();
+    let (status, text) = read_http_response(&mut s);
+    assert_eq!(status, 200, "{text}");
+    let stats = mock.stats().await;
+    let last = stats["bodies"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["len"], body.len());
+    assert_eq!(last["sha256"], hex::encode(Sha256::digest(body.as_bytes())));
 }
 
 #[tokio::test]
