@@ -166,9 +166,10 @@ pub struct AccessLine<'a> {
 }
 
 impl AccessLine<'_> {
-    /// Appends the line as one JSON object (no newline) to `out`. Written by hand rather
-    /// than through serde: this runs once per request on the worker thread, and the
-    /// generic serialiser with float formatting cost about twice as much.
+    /// Appends the line as one JSON object (no newline) to `out`. The object is laid out
+    /// by hand rather than by a derived `Serialize`: this runs once per request on the
+    /// worker thread, and serialising the struct with float formatting cost about twice
+    /// as much. Strings still go through serde_json's escaper.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let mut n = itoa::Buffer::new();
         out.extend_from_slice(b"{\"event\":\"request\",\"ts_ms\":");
@@ -245,40 +246,10 @@ fn json_ms(out: &mut Vec<u8>, d: Duration) {
 }
 
 /// A JSON string literal. Client-supplied text (path, model, request id) may hold quotes,
-/// backslashes or control characters; everything else is copied as is (valid UTF-8 in,
-/// valid UTF-8 out).
+/// backslashes or control characters; serde_json's escaper writes straight into `out`.
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f | 0x7f => &[],
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        if esc.is_empty() {
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 15) as usize],
-            ]);
-        } else {
-            out.extend_from_slice(esc);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 #[cfg(test)]

@@ -652,14 +652,7 @@ async fn inflight_metrics_and_stats_move() {
     let inflight = gw.admin_json("/health/inflight").await;
     assert_eq!(inflight["total"], 0);
 
-    let resp = reqwest::Client::new()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat("m", true))
-        .send()
-        .await
-        .unwrap();
-    let mut stream = resp.bytes_stream();
-    stream.next().await.unwrap().unwrap();
+    let mut stream = gw.open_stream("m").await;
     let v = gw.admin_json("/health/inflight").await;
     assert_eq!(v["total"], 1, "{v}");
     assert_eq!(v["local"], 1, "{v}");
@@ -858,14 +851,7 @@ async fn sigterm_lets_a_stream_finish() {
     let mock = Mock::start(&["--model", "m", "--itl-ms", "100", "--tokens", "8"]);
     let mut gw = Gateway::start(&local_cfg(&mock, "local-first", "")).await;
     gw.wait_model("m").await;
-    let resp = reqwest::Client::new()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat("m", true))
-        .send()
-        .await
-        .unwrap();
-    let mut stream = resp.bytes_stream();
-    stream.next().await.unwrap().unwrap();
+    let mut stream = gw.open_stream("m").await;
     gw.proc.signal("TERM");
     let ready = gw.admin_url("/health/ready");
     wait_for(

@@ -644,14 +644,7 @@ async fn live_config_body(store: StoreKind<'_>) {
     assert_eq!(provider(&gw).await, "local");
 
     // A stream in progress on the local backend...
-    let resp = reqwest::Client::new()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat("m", true))
-        .send()
-        .await
-        .unwrap();
-    let mut stream = resp.bytes_stream();
-    stream.next().await.unwrap().unwrap();
+    let mut stream = gw.open_stream("m").await;
 
     // ...then the backend is set to draining.
     let set_at = Instant::now();
@@ -827,14 +820,7 @@ async fn inflight_is_published_for_the_cluster() {
     let a = start(&local(&mock), &store).await;
     let b = start(&local(&mock), &store).await;
     a.wait_model("m").await;
-    let resp = reqwest::Client::new()
-        .post(a.url("/v1/chat/completions"))
-        .json(&chat("m", true))
-        .send()
-        .await
-        .unwrap();
-    let mut stream = resp.bytes_stream();
-    stream.next().await.unwrap().unwrap();
+    let stream = a.open_stream("m").await;
     let v = wait_for(
         "replica b to see a's stream",
         Duration::from_secs(5),

@@ -253,6 +253,25 @@ impl Gateway {
         format!("{}{path}", self.admin)
     }
 
+    /// Starts a streamed chat for `model` and waits for its first chunk, so the request
+    /// is in flight on the gateway when this returns. Returns the rest of the stream.
+    pub async fn open_stream(
+        &self,
+        model: &str,
+    ) -> impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin {
+        use futures_util::StreamExt;
+        let resp = reqwest::Client::new()
+            .post(self.url("/v1/chat/completions"))
+            .json(&chat(model, true))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut stream = resp.bytes_stream();
+        stream.next().await.unwrap().unwrap();
+        stream
+    }
+
     /// Waits until `/v1/models` lists `model`.
     pub async fn wait_model(&self, model: &str) {
         let url = self.url("/v1/models");
