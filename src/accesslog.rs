@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::thread::Thread;
 use std::time::Duration;
 
+use switchyard_filters::error::clip;
+
 use parking_lot::Mutex;
 
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
@@ -179,10 +181,10 @@ impl AccessLine<'_> {
         out.extend_from_slice(b",\"method\":");
         json_str(out, self.method);
         out.extend_from_slice(b",\"path\":");
-        json_str(out, self.path);
+        json_str(out, &clip(self.path, MAX_ECHO));
         if let Some(m) = self.model {
             out.extend_from_slice(b",\"model\":");
-            json_str(out, m);
+            json_str(out, &clip(m, MAX_ECHO));
         }
         if let Some(p) = self.provider {
             out.extend_from_slice(b",\"provider\":");
@@ -245,6 +247,9 @@ fn json_ms(out: &mut Vec<u8>, d: Duration) {
     ]);
 }
 
+/// Client-supplied text (path, model) is cut to this many bytes in a line.
+pub const MAX_ECHO: usize = 512;
+
 /// A JSON string literal. Client-supplied text (path, model, request id) may hold quotes,
 /// backslashes or control characters; serde_json's escaper writes straight into `out`.
 fn json_str(out: &mut Vec<u8>, s: &str) {
@@ -290,6 +295,13 @@ mod tests {
         assert_eq!(v["model"], nasty);
         assert_eq!(v["event"], "request");
         assert_eq!(v["ts_ms"], 1_700_000_000_123u64);
+        let long = "x".repeat(100_000);
+        let mut out = Vec::new();
+        line(&long).encode(&mut out);
+        assert!(
+            out.len() < 100_000 + 3 * MAX_ECHO,
+            "path and model are clipped"
+        );
         assert_eq!(v["status"], 200);
         assert_eq!(v["latency_ms"].as_f64(), Some(1.042));
         assert_eq!(v["ttft_ms"].as_f64(), Some(0.0));

@@ -371,17 +371,31 @@ impl ServeHttp for Admin {
         match path.as_str() {
             "/health" => json_reply(200, &json!({"status": "ok"})),
             "/health/ready" => {
+                let snap = self.hub.snapshot_guard();
+                let disabled: Vec<serde_json::Value> = snap
+                    .providers
+                    .iter()
+                    .filter_map(|p| Some(json!({"provider": p.name, "reason": p.disabled?})))
+                    .collect();
                 if self.hub.shutting_down.load(Ordering::Relaxed) {
                     json_reply(503, &json!({"ready": false, "reason": "shutting down"}))
+                } else if snap.generation == 0 {
+                    json_reply(
+                        503,
+                        &json!({"ready": false, "reason": "no configuration snapshot"}),
+                    )
                 } else {
                     json_reply(
                         200,
-                        &json!({"ready": true, "store": self.hub.tenancy.store().kind(), "store_up": self.hub.tenancy.store().is_up()}),
+                        &json!({"ready": true, "store": self.hub.tenancy.store().kind(), "store_up": self.hub.tenancy.store().is_up(), "disabled_providers": disabled}),
                     )
                 }
             }
             "/health/inflight" => json_reply(200, &self.inflight().await),
-            "/metrics" => reply(200, "text/plain; version=0.0.4", self.hub.metrics.render()),
+            "/metrics" => {
+                self.hub.sample_connections();
+                reply(200, "text/plain; version=0.0.4", self.hub.metrics.render())
+            }
             "/v1/inference/stats" => json_reply(200, &self.stats()),
             _ => error_reply(&GatewayError::UnknownPath {
                 method: method.to_string(),

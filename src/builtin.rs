@@ -9,6 +9,7 @@ use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use switchyard_filters::endpoint::Endpoint;
+use switchyard_filters::error::GatewayError;
 use switchyard_filters::usage::Usage;
 
 use crate::mockgen::{self, StreamBuilder, StreamKind};
@@ -28,10 +29,17 @@ pub struct MockRequest<'a> {
     pub include_usage: bool,
     /// The request id (used as the completion id).
     pub request_id: &'a str,
+    /// Turns true when the shutdown grace period ends: a stream then ends with an error
+    /// event.
+    pub abandon: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Writes the whole answer to `session`. Returns the usage reported.
-pub async fn answer(session: &mut Session, spec: &MockSpec, req: MockRequest<'_>) -> Result<Usage> {
+pub async fn answer(
+    session: &mut Session,
+    spec: &MockSpec,
+    mut req: MockRequest<'_>,
+) -> Result<Usage> {
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -122,7 +130,14 @@ pub async fn answer(session: &mut Session, spec: &MockSpec, req: MockRequest<'_>
     }
     for t in &tokens {
         if !spec.itl.is_zero() {
-            tokio::time::sleep(spec.itl).await;
+            tokio::select! {
+                _ = tokio::time::sleep(spec.itl) => {}
+                _ = crate::proxy::abandoned(&mut req.abandon) => {
+                    let ev = crate::proxy::sse_error_event(&GatewayError::ShuttingDown);
+                    session.write_response_body(Some(ev), true).await?;
+                    return Ok(usage);
+                }
+            }
         }
         session
             .write_response_body(Some(Bytes::from(b.token_chunk(t))), false)

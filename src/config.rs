@@ -318,6 +318,28 @@ pub struct ServerFile {
     /// Read-buffer size of client connections, bytes (request headers; bodies are read
     /// into their own buffer).
     pub read_buffer_bytes: usize,
+    /// How long a client connection may wait without sending a byte of a request (a new
+    /// connection, or between kept-alive requests) before it is closed, s.
+    pub client_idle_timeout_secs: u64,
+    /// The whole request header must arrive within this time of its first byte, s.
+    pub client_header_timeout_secs: u64,
+    /// The request body must arrive within this time plus its size at
+    /// `client_body_min_rate_bytes_per_sec`, s.
+    pub client_body_timeout_secs: u64,
+    /// The slowest average rate a request body may arrive at, bytes per second.
+    pub client_body_min_rate_bytes_per_sec: u64,
+    /// The longest a write to the client may wait (a client that stops reading a stream
+    /// is dropped after it, and the upstream request cancelled), s.
+    pub client_write_timeout_secs: u64,
+    /// Client connections open at once; more are answered 503 and closed.
+    pub max_client_connections: usize,
+    /// The largest request header block accepted, bytes (431 beyond).
+    pub max_request_header_bytes: usize,
+    /// The longest model name accepted, bytes (400 beyond).
+    pub max_model_name_bytes: usize,
+    /// Client addresses (IPs or CIDR ranges) whose `X-Forwarded-For` is kept and appended
+    /// to; from anyone else it is replaced by the client's address.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerFile {
@@ -340,6 +362,15 @@ impl Default for ServerFile {
             upgrade_sock: "/tmp/switchyard_upgrade.sock".into(),
             write_buffer_bytes: 16 * 1024,
             read_buffer_bytes: 4096,
+            client_idle_timeout_secs: 60,
+            client_header_timeout_secs: 10,
+            client_body_timeout_secs: 10,
+            client_body_min_rate_bytes_per_sec: 16 * 1024,
+            client_write_timeout_secs: 30,
+            max_client_connections: 10_000,
+            max_request_header_bytes: 64 * 1024,
+            max_model_name_bytes: 256,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -413,6 +444,8 @@ pub struct LocalFile {
     pub models: Vec<String>,
     /// Seconds between model discoveries.
     pub discovery_interval_secs: u64,
+    /// Query parameters passed on to the backend; any other is dropped.
+    pub forward_query: Vec<String>,
 }
 
 impl Default for LocalFile {
@@ -425,6 +458,7 @@ impl Default for LocalFile {
             extra_headers: BTreeMap::new(),
             models: Vec::new(),
             discovery_interval_secs: 30,
+            forward_query: Vec::new(),
         }
     }
 }
@@ -493,6 +527,10 @@ pub struct ProviderFile {
     pub mock_reply: Option<String>,
     /// Mock only: delay between streamed tokens, ms.
     pub mock_itl_ms: Option<u64>,
+    /// Query parameters passed on to the provider (e.g. `["api-version"]`); any other is
+    /// dropped.
+    #[serde(default)]
+    pub forward_query: Vec<String>,
 }
 
 /// `[routing]`
@@ -620,9 +658,19 @@ pub struct BaseUrl {
 impl BaseUrl {
     /// Parses `s`; `path` names the field for errors.
     pub fn parse(s: &str, path: &str) -> Result<Self, ConfigError> {
+        let shown = mask_userinfo(s);
+        let s_masked = shown.as_str();
         let uri: http::Uri = s
             .parse()
-            .map_err(|e| cerr(path, s, format!("not a URL: {e}")))?;
+            .map_err(|e| cerr(path, s_masked, format!("not a URL: {e}")))?;
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(cerr(
+                path,
+                s_masked,
+                "the URL must not carry credentials (use the api key or auth header settings)",
+            ));
+        }
+        let s = s_masked;
         let tls = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
@@ -706,6 +754,72 @@ pub struct ServerSettings {
     pub write_buffer_bytes: usize,
     /// Client connection read buffer, bytes.
     pub read_buffer_bytes: usize,
+    /// Wait for the first byte of a request.
+    pub client_idle_timeout: Duration,
+    /// Time from a request header's first byte to its end.
+    pub client_header_timeout: Duration,
+    /// Base time a request body may take.
+    pub client_body_timeout: Duration,
+    /// Slowest average body rate, bytes per second (>= 1).
+    pub client_body_min_rate: u64,
+    /// Longest wait of one write to the client.
+    pub client_write_timeout: Duration,
+    /// Client connections open at once.
+    pub max_client_connections: usize,
+    /// Largest request header block.
+    pub max_request_header_bytes: usize,
+    /// Longest model name.
+    pub max_model_name_bytes: usize,
+    /// Proxies whose `X-Forwarded-For` is trusted.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// An IP network (`10.0.0.0/8`, `::1/128`; a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `a.b.c.d[/n]` or an IPv6 address with an optional prefix.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(Self { addr, prefix })
+    }
+
+    /// Whether `ip` is inside this network (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Validated `[local]`; `None` when `kind = "none"`.
@@ -723,6 +837,8 @@ pub struct LocalSettings {
     pub models: Vec<String>,
     /// Discovery period.
     pub discovery_interval: Duration,
+    /// Query parameters passed on.
+    pub forward_query: Vec<String>,
 }
 
 /// A validated provider.
@@ -749,6 +865,8 @@ pub struct ProviderSettings {
     /// The `api_key_env` variable that was not set: the provider stays configured but
     /// takes no requests.
     pub missing_key_env: Option<String>,
+    /// Query parameters passed on.
+    pub forward_query: Vec<String>,
 }
 
 /// Validated routing settings.
@@ -855,6 +973,10 @@ pub struct Settings {
     /// Things that are valid but probably not what was meant (printed by `check` and at
     /// start-up).
     pub warnings: Vec<String>,
+    /// Errors that leave one part out rather than stop the gateway (a provider whose
+    /// credential cannot be sent is left out; everything else serves). `check` fails on
+    /// them; at start-up each is logged as an error.
+    pub problems: Vec<ConfigError>,
     /// `[redis]`, when shared state is in Redis.
     pub redis: Option<RedisSettings>,
     /// `[auth]`
@@ -975,6 +1097,68 @@ fn parse_addr(s: &str, path: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| cerr(path, s, "resolves to no address"))
 }
 
+/// Whether a field (by its dotted path) holds or may hold a secret: its value is never
+/// printed.
+pub fn holds_secret(path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    let last = last.split('[').next().unwrap_or(last);
+    matches!(
+        last,
+        "api_key" | "key" | "auth_header" | "url" | "admin_secret" | "password"
+    ) || path.contains("extra_headers")
+        || path.starts_with("redis")
+}
+
+/// `msg` without the spans it quotes in backticks or double quotes.
+fn without_quoted(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut quote: Option<char> = None;
+    for c in msg.chars() {
+        match (quote, c) {
+            (None, '`' | '"') => {
+                quote = Some(c);
+                out.push_str("(value not shown)");
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, c) => out.push(c),
+        }
+    }
+    out
+}
+
+/// `url` with any `user:password@` replaced by `***@`, for messages and logs.
+pub fn mask_userinfo(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***@{}", &url[..scheme_end], &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// Whether `key` can be sent as `Authorization: Bearer <key>` (no control characters
+/// such as a trailing newline).
+pub fn bearer_ok(key: &str) -> bool {
+    http::HeaderValue::from_str(&format!("Bearer {key}")).is_ok()
+}
+
+/// The problem recorded for a credential that is not a valid header value. Names the
+/// field, never the value.
+fn bad_credential(path: impl Into<String>, what: &str) -> ConfigError {
+    cerr(
+        path,
+        "",
+        format!(
+            "{what} is not a valid HTTP header value (it holds a control character, such as \
+             a trailing newline); the provider is left out and takes no requests"
+        ),
+    )
+}
+
 fn check_headers(
     h: &BTreeMap<String, String>,
     path: &str,
@@ -988,6 +1172,19 @@ fn check_headers(
         out.push((k.to_ascii_lowercase(), v.clone()));
     }
     Ok(out)
+}
+
+fn check_query_names(names: &[String], path: &str) -> Result<(), ConfigError> {
+    for (i, n) in names.iter().enumerate() {
+        if n.is_empty() || n.contains(['&', '=', '#', ' ']) {
+            return Err(cerr(
+                format!("{path}[{i}]"),
+                n.as_str(),
+                "not a query parameter name",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_patterns(models: &[String], path: &str) -> Result<(), ConfigError> {
@@ -1011,7 +1208,12 @@ impl Settings {
         let file: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let msg = inner.message().to_string();
+            let mut msg = inner.message().to_string();
+            if holds_secret(&path) {
+                // The message quotes the value it could not read; for a field that holds
+                // a secret, say what was wrong without it.
+                msg = without_quoted(&msg);
+            }
             let at = inner
                 .span()
                 .map(|s| {
@@ -1073,6 +1275,78 @@ impl Settings {
             }
             (None, Some(_)) => return Err(cerr("server.tls_cert", "", "required with tls_key")),
         };
+        let secs = |v: u64, name: &str, min: u64, max: u64| -> Result<Duration, ConfigError> {
+            if v < min || v > max {
+                return Err(cerr(
+                    format!("server.{name}"),
+                    v.to_string(),
+                    format!("must be between {min} and {max}"),
+                ));
+            }
+            Ok(Duration::from_secs(v))
+        };
+        let client_idle_timeout = secs(
+            s.client_idle_timeout_secs,
+            "client_idle_timeout_secs",
+            1,
+            86_400,
+        )?;
+        let client_header_timeout = secs(
+            s.client_header_timeout_secs,
+            "client_header_timeout_secs",
+            1,
+            3_600,
+        )?;
+        let client_body_timeout = secs(
+            s.client_body_timeout_secs,
+            "client_body_timeout_secs",
+            1,
+            3_600,
+        )?;
+        let client_write_timeout = secs(
+            s.client_write_timeout_secs,
+            "client_write_timeout_secs",
+            1,
+            3_600,
+        )?;
+        if s.client_body_min_rate_bytes_per_sec == 0 {
+            return Err(cerr(
+                "server.client_body_min_rate_bytes_per_sec",
+                "0",
+                "must be positive",
+            ));
+        }
+        if s.max_client_connections == 0 {
+            return Err(cerr(
+                "server.max_client_connections",
+                "0",
+                "must be positive",
+            ));
+        }
+        if !(1024..=1024 * 1024).contains(&s.max_request_header_bytes) {
+            return Err(cerr(
+                "server.max_request_header_bytes",
+                s.max_request_header_bytes.to_string(),
+                "must be between 1024 and 1048576",
+            ));
+        }
+        if !(1..=65_536).contains(&s.max_model_name_bytes) {
+            return Err(cerr(
+                "server.max_model_name_bytes",
+                s.max_model_name_bytes.to_string(),
+                "must be between 1 and 65536",
+            ));
+        }
+        let mut trusted_proxies = Vec::with_capacity(s.trusted_proxies.len());
+        for (i, t) in s.trusted_proxies.iter().enumerate() {
+            trusted_proxies.push(IpNet::parse(t).ok_or_else(|| {
+                cerr(
+                    format!("server.trusted_proxies[{i}]"),
+                    t.as_str(),
+                    "not an IP address or CIDR range",
+                )
+            })?);
+        }
         if let Some(ca) = &s.ca_file {
             if !ca.exists() {
                 return Err(cerr(
@@ -1099,6 +1373,15 @@ impl Settings {
             upgrade_sock: s.upgrade_sock.clone(),
             write_buffer_bytes: s.write_buffer_bytes.clamp(1460, 1 << 20),
             read_buffer_bytes: s.read_buffer_bytes.min(1 << 20),
+            client_idle_timeout,
+            client_header_timeout,
+            client_body_timeout,
+            client_body_min_rate: s.client_body_min_rate_bytes_per_sec,
+            client_write_timeout,
+            max_client_connections: s.max_client_connections,
+            max_request_header_bytes: s.max_request_header_bytes,
+            max_model_name_bytes: s.max_model_name_bytes,
+            trusted_proxies,
         };
         if server.listen == server.admin_listen && server.listen.port() != 0 {
             return Err(cerr(
@@ -1109,7 +1392,8 @@ impl Settings {
         }
 
         let mut warnings = Vec::new();
-        let local = Self::local(&f.local, env, &mut warnings)?;
+        let mut problems = Vec::new();
+        let local = Self::local(&f.local, env, &mut warnings, &mut problems)?;
 
         let mut providers: Vec<ProviderSettings> = Vec::new();
         for (i, p) in f.providers.iter().enumerate() {
@@ -1150,9 +1434,22 @@ impl Settings {
             };
             let mut missing_key_env = None;
             let api_key = match (&p.api_key, &p.api_key_env) {
-                (Some(k), _) => Some(k.clone()),
+                (Some(k), _) => {
+                    if !bearer_ok(k.expose()) {
+                        problems.push(bad_credential(format!("{path}.api_key"), "the key"));
+                    }
+                    Some(k.clone())
+                }
                 (None, Some(var)) => match env(var).filter(|v| !v.is_empty()) {
-                    Some(v) => Some(Secret::new(v)),
+                    Some(v) => {
+                        if !bearer_ok(&v) {
+                            problems.push(bad_credential(
+                                format!("{path}.api_key_env"),
+                                &format!("the value of {var}"),
+                            ));
+                        }
+                        Some(Secret::new(v))
+                    }
                     None => {
                         warnings.push(format!(
                             "{path}.api_key_env: {var} is not set; provider {} takes no requests",
@@ -1162,8 +1459,20 @@ impl Settings {
                         None
                     }
                 },
-                (None, None) => std.and_then(|k| env(k.env)).map(Secret::new),
+                (None, None) => {
+                    let key = std.and_then(|k| Some((k.env, env(k.env)?)));
+                    if let Some((var, v)) = &key {
+                        if !bearer_ok(v) {
+                            problems.push(bad_credential(
+                                format!("{path}.api_key_env"),
+                                &format!("the value of {var}"),
+                            ));
+                        }
+                    }
+                    key.map(|(_, v)| Secret::new(v))
+                }
             };
+            check_query_names(&p.forward_query, &format!("{path}.forward_query"))?;
             let models = match &p.models {
                 Some(m) => m.clone(),
                 None => std
@@ -1189,6 +1498,7 @@ impl Settings {
                 mock_itl: Duration::from_millis(p.mock_itl_ms.unwrap_or(15)),
                 auto_detected: false,
                 missing_key_env,
+                forward_query: p.forward_query.clone(),
             });
         }
 
@@ -1204,6 +1514,12 @@ impl Settings {
                 };
                 let raw = env(k.base_url_env).unwrap_or_else(|| k.base_url.to_string());
                 let base = BaseUrl::parse(&raw, k.base_url_env)?;
+                if !bearer_ok(&key) {
+                    problems.push(bad_credential(
+                        k.env,
+                        &format!("the value of {} (provider {name})", k.env),
+                    ));
+                }
                 detected.push(k.env);
                 providers.push(ProviderSettings {
                     name: name.to_string(),
@@ -1216,6 +1532,7 @@ impl Settings {
                     mock_itl: Duration::ZERO,
                     auto_detected: true,
                     missing_key_env: None,
+                    forward_query: Vec::new(),
                 });
             }
         }
@@ -1390,6 +1707,7 @@ impl Settings {
             log: f.log,
             detected,
             warnings,
+            problems,
         })
     }
 
@@ -1397,6 +1715,7 @@ impl Settings {
         l: &LocalFile,
         env: &dyn Fn(&str) -> Option<String>,
         warnings: &mut Vec<String>,
+        problems: &mut Vec<ConfigError>,
     ) -> Result<Option<LocalSettings>, ConfigError> {
         if l.kind == LocalKind::None {
             return Ok(None);
@@ -1425,10 +1744,16 @@ impl Settings {
         };
         if let Some(a) = &auth {
             if http::HeaderValue::from_str(a.expose()).is_err() {
-                return Err(cerr("local.auth_header", "", "not a valid header value"));
+                let field = if l.auth_header.is_some() {
+                    "local.auth_header"
+                } else {
+                    "local.auth_header_env"
+                };
+                problems.push(bad_credential(field, "the auth header"));
             }
         }
         check_patterns(&l.models, "local.models")?;
+        check_query_names(&l.forward_query, "local.forward_query")?;
         Ok(Some(LocalSettings {
             kind: l.kind,
             url,
@@ -1436,6 +1761,7 @@ impl Settings {
             extra_headers: check_headers(&l.extra_headers, "local.extra_headers")?,
             models: l.models.clone(),
             discovery_interval: Duration::from_secs(l.discovery_interval_secs.max(1)),
+            forward_query: l.forward_query.clone(),
         }))
     }
 

@@ -42,7 +42,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Validate a configuration and exit: 0 when valid; otherwise 2 with the field path
-    /// and the bad value.
+    /// and the bad value (never the value of a field that holds a secret). A credential
+    /// that cannot be sent (say, with a trailing newline) fails here, though a running
+    /// gateway only leaves its provider out.
     Check {
         /// Configuration file (default: the embedded one).
         #[arg(short, long)]
@@ -58,6 +60,15 @@ fn main() -> ExitCode {
         Some(Command::Check { config }) => {
             let path = config.or(cli.config);
             match Settings::load(path.as_deref()) {
+                Ok(s) if !s.problems.is_empty() => {
+                    for w in &s.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    for p in &s.problems {
+                        eprintln!("switchyard: invalid configuration: {p}");
+                    }
+                    ExitCode::from(2)
+                }
                 Ok(s) => {
                     for w in &s.warnings {
                         eprintln!("warning: {w}");

@@ -67,6 +67,24 @@ pub struct Metrics {
     pub auth_failures: IntCounter,
     /// Runtime configuration values rejected by validation.
     pub runtime_config_invalid: IntCounter,
+    /// 1 for a provider left out, by provider and reason (`key_env_unset` |
+    /// `invalid_credential`).
+    pub provider_disabled: IntGaugeVec,
+    /// Requests sent again after an upstream may have received them, by reason
+    /// (`stale_connection` | `status` | `transport` | `timeout`).
+    pub resends: IntCounterVec,
+    /// Clients dropped for being too slow, by what they were slow at (`header` | `body`
+    /// | `write`).
+    pub client_timeouts: IntCounterVec,
+    /// Upstream requests cancelled before their answer was complete, by reason
+    /// (`client_write_timeout` | `client_gone` | `shutdown`).
+    pub upstream_cancelled: IntCounterVec,
+    /// Client connections open now.
+    pub client_connections: IntGauge,
+    /// The cap on open client connections.
+    pub client_connections_max: IntGauge,
+    /// Client connections refused at the cap.
+    pub client_connections_refused: IntCounter,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -109,6 +127,13 @@ impl Metrics {
             quota_exhausted: reg(&r, counter_vec("switchyard_quota_exhausted_total", "Candidates skipped for a used-up daily quota.", &["provider"]).unwrap()),
             auth_failures: reg(&r, IntCounter::new("switchyard_auth_failures_total", "Requests refused for a missing or unknown API key.").unwrap()),
             runtime_config_invalid: reg(&r, IntCounter::new("switchyard_runtime_config_invalid_total", "Runtime configuration values rejected by validation.").unwrap()),
+            provider_disabled: reg(&r, IntGaugeVec::new(Opts::new("switchyard_provider_disabled", "1 for a provider left out (takes no requests), by reason."), &["provider", "reason"]).unwrap()),
+            resends: reg(&r, counter_vec("switchyard_upstream_resends_total", "Requests sent again after an upstream may have received them, by reason.", &["reason"]).unwrap()),
+            client_timeouts: reg(&r, counter_vec("switchyard_client_timeouts_total", "Clients dropped for being too slow, by what they were slow at.", &["kind"]).unwrap()),
+            upstream_cancelled: reg(&r, counter_vec("switchyard_upstream_cancelled_total", "Upstream requests cancelled before their answer was complete, by reason.", &["reason"]).unwrap()),
+            client_connections: reg(&r, IntGauge::new("switchyard_client_connections", "Client connections open on the proxy listener.").unwrap()),
+            client_connections_max: reg(&r, IntGauge::new("switchyard_client_connections_max", "The cap on open client connections (server.max_client_connections).").unwrap()),
+            client_connections_refused: reg(&r, IntCounter::new("switchyard_client_connections_refused_total", "Client connections refused because the cap was reached.").unwrap()),
             registry: r,
         };
         m

@@ -37,7 +37,7 @@ use compact_str::CompactString;
 use http::header::{self, HeaderName, HeaderValue};
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorSource, ErrorType, Result, RetryType};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use switchyard_filters::bucket::{format_reset, Admission};
@@ -52,7 +52,7 @@ use switchyard_filters::usage::{usage_from_tail, Usage, UsageChunkStripper};
 
 use crate::accesslog::AccessLine;
 use crate::builtin::{self, MockRequest};
-use crate::cache::{self, Flight, Kind, Role};
+use crate::cache::{self, Flight, Follower, Kind, Read, Role};
 use crate::config::CacheScope;
 use crate::metrics::{status_class, ProviderCounters, Sample};
 use crate::state::{endpoint_slot, Hub, Snapshot};
@@ -63,18 +63,77 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
 static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 static X_ROUTE: HeaderName = HeaderName::from_static("x-switchyard-route");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Client headers that are never forwarded: gateway credentials, the routing hint,
-/// `Expect` (the body was already read), and `Accept-Encoding` (so token usage can be
-/// read from the response).
-static STRIPPED: [&HeaderName; 5] = [
+/// `Expect` (the body was already read), `Accept-Encoding` (so token usage can be read
+/// from the response), cookies, and proxy credentials. `X-Forwarded-For` is set by the
+/// gateway itself.
+static STRIPPED: [&HeaderName; 7] = [
     &header::AUTHORIZATION,
     &X_API_KEY,
     &X_ROUTE,
     &header::EXPECT,
     &header::ACCEPT_ENCODING,
+    &header::COOKIE,
+    &header::PROXY_AUTHORIZATION,
 ];
 
+/// The query string passed to an upstream: only the parameters in `allow`, in their
+/// order; `None` when none is left.
+fn forwarded_query(query: &str, allow: &[String]) -> Option<String> {
+    if allow.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    for pair in query.split('&') {
+        let name = pair.split('=').next().unwrap_or(pair);
+        if allow.iter().any(|a| a == name) {
+            if !out.is_empty() {
+                out.push('&');
+            }
+            out.push_str(pair);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// `X-Forwarded-For` for the upstream: the client's address, appended to what the client
+/// sent only when the client is a trusted proxy.
+fn forwarded_for(
+    client: Option<std::net::IpAddr>,
+    sent: Option<&HeaderValue>,
+    trusted: &[crate::config::IpNet],
+) -> Option<HeaderValue> {
+    use std::fmt::Write as _;
+    let ip = client?;
+    let mut v = arrayvec::ArrayString::<48>::new();
+    let _ = write!(v, "{ip}");
+    match sent.filter(|_| trusted.iter().any(|n| n.contains(ip))) {
+        Some(prev) if !prev.is_empty() => {
+            let mut joined = Vec::with_capacity(prev.len() + 2 + v.len());
+            joined.extend_from_slice(prev.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(v.as_bytes());
+            HeaderValue::from_bytes(&joined).ok()
+        }
+        _ => HeaderValue::from_str(&v).ok(),
+    }
+}
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The failure recorded for a candidate that answered 429.
+const STATUS_429: &str = "status 429";
+
+/// A response's `Retry-After` in whole seconds (the delay form; a date counts as 1 s).
+fn retry_after_secs(resp: &ResponseHeader) -> Option<u64> {
+    let v = resp.headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Some(s.ceil() as u64),
+        Ok(_) => None,
+        Err(_) => Some(1),
+    }
+}
 
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 static RL_LIMIT_REQ: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
@@ -223,6 +282,11 @@ pub struct Ctx {
     flight: Option<Arc<Flight>>,
     complete: bool,
     quota_failures: u8,
+    /// The smallest `Retry-After` (seconds) of the candidates that answered 429.
+    retry_after: Option<u64>,
+    /// Why the next attempt sends the request again after an upstream may have received
+    /// it (counted when that attempt starts).
+    pending_resend: Option<&'static str>,
 }
 
 impl Ctx {
@@ -270,6 +334,8 @@ impl Ctx {
             flight: None,
             complete: false,
             quota_failures: 0,
+            retry_after: None,
+            pending_resend: None,
         }
     }
 
@@ -292,6 +358,23 @@ impl Ctx {
             let _ = self.failures.try_push((i, why));
         }
     }
+}
+
+/// Resolves once the shutdown grace period is over (streams still open are then ended
+/// with an error event).
+pub(crate) async fn abandoned(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    if rx.wait_for(|a| *a).await.is_err() {
+        // The hub is gone: nothing will ever abandon this request.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The SSE event that ends a stream in error: `data: {"error":{...}}` and a blank line.
+pub(crate) fn sse_error_event(e: &GatewayError) -> Bytes {
+    let mut ev = b"data: ".to_vec();
+    ev.extend_from_slice(&e.body());
+    ev.extend_from_slice(b"\n\n");
+    Bytes::from(ev)
 }
 
 /// Usage from the end of a response or stream: the last chunk, or the last chunks joined
@@ -362,10 +445,28 @@ fn count_request(
     });
 }
 
-/// Reads the whole request body, bounded by `limit`.
+/// How long a request body may take: `base` plus its size at `min_rate` bytes per
+/// second (the declared size, or for a chunked body what arrived so far plus one more
+/// 64 KiB), so a body trickled in byte by byte cannot hold the connection.
+#[derive(Debug, Clone, Copy)]
+struct BodyPace {
+    start: tokio::time::Instant,
+    base: Duration,
+    min_rate: u64,
+}
+
+impl BodyPace {
+    fn deadline(&self, bytes: usize) -> tokio::time::Instant {
+        let allowed = self.base + Duration::from_secs_f64(bytes as f64 / self.min_rate as f64);
+        self.start + allowed
+    }
+}
+
+/// Reads the whole request body, bounded by `limit` and by `pace`.
 async fn read_body(
     session: &mut Session,
     limit: usize,
+    pace: BodyPace,
 ) -> std::result::Result<Bytes, GatewayError> {
     let declared = session
         .req_header()
@@ -389,18 +490,21 @@ async fn read_body(
     }
     let mut first: Option<Bytes> = None;
     let mut buf: Option<BytesMut> = None;
+    let mut so_far = 0usize;
     loop {
-        let chunk = session
-            .read_request_body()
-            .await
-            .map_err(|e| GatewayError::BodyRead(e.etype().as_str().to_string()))?;
+        let deadline = pace.deadline(declared.unwrap_or(so_far + 64 * 1024));
+        let chunk = match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+            Ok(r) => r.map_err(|e| match e.etype() {
+                ErrorType::ReadTimedout => GatewayError::ClientTimeout("body"),
+                t => GatewayError::BodyRead(t.as_str().to_string()),
+            })?,
+            Err(_) => return Err(GatewayError::ClientTimeout("body")),
+        };
         let Some(chunk) = chunk else { break };
-        let so_far = buf
-            .as_ref()
-            .map_or_else(|| first.as_ref().map_or(0, Bytes::len), BytesMut::len);
         if so_far + chunk.len() > limit {
             return Err(GatewayError::BodyTooLarge(limit));
         }
+        so_far += chunk.len();
         match (&mut buf, first.take()) {
             (Some(b), _) => b.extend_from_slice(&chunk),
             (None, None) => first = Some(chunk),
@@ -584,23 +688,25 @@ impl Gateway {
     }
 
     /// Waits on an identical request in flight and answers from it. Streamed clients of a
-    /// streamed flight get its events as they arrive. Returns `false` (nothing written)
-    /// when the flight failed before answering; the caller then goes upstream itself.
+    /// streamed flight get its events as they arrive, however long the stream. Returns
+    /// `false` (nothing written) when the flight failed before answering; the caller then
+    /// goes upstream itself.
     fn follow<'a>(
         &'a self,
         session: &'a mut Session,
         ctx: &'a mut Ctx,
-        flight: &'a Arc<Flight>,
+        follower: &'a Follower,
     ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(self.follow_inner(session, ctx, flight))
+        Box::pin(self.follow_inner(session, ctx, follower))
     }
 
     async fn follow_inner(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
-        flight: &Arc<Flight>,
+        follower: &Follower,
     ) -> Result<bool> {
+        let flight = follower.flight();
         let wait_limit = self.hub.settings.server.upstream_read_timeout;
         // Wait for the leader's response to start.
         let started = loop {
@@ -627,22 +733,21 @@ impl Gateway {
             // Live: forward the leader's events as they arrive.
             let resp = self.local_header(session, ctx, 200, "text/event-stream", None)?;
             session.write_response_header(Box::new(resp), false).await?;
-            let mut sent = 0usize;
             let mut pending: Vec<u8> = Vec::new();
+            let mut abandon = self.hub.abandon.subscribe();
             loop {
                 let notified = flight.changed.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                let (fresh, done) = {
-                    let st = flight.state.lock();
-                    let fresh: Vec<Bytes> = st
-                        .chunks
-                        .get(sent..)
-                        .map(<[Bytes]>::to_vec)
-                        .unwrap_or_default();
-                    (fresh, st.done)
+                let (fresh, done) = match follower.read() {
+                    Read::Chunks(c, d) => (c, d),
+                    Read::Lagged => {
+                        let e = GatewayError::Upstream(
+                            "this client fell too far behind the shared stream".into(),
+                        );
+                        return self.end_stream_with(session, ctx, &e).await.map(|_| true);
+                    }
                 };
-                sent += fresh.len();
                 for c in fresh {
                     pending.extend_from_slice(&c);
                 }
@@ -662,42 +767,68 @@ impl Gateway {
                         return Ok(true);
                     }
                     Some(false) => {
-                        ctx.mid_stream_error = true;
                         let e =
                             GatewayError::Upstream("the shared upstream stream ended early".into());
-                        let mut ev = b"data: ".to_vec();
-                        ev.extend_from_slice(&e.body());
-                        ev.extend_from_slice(b"\n\n");
-                        session
-                            .write_response_body(Some(Bytes::from(ev)), true)
-                            .await?;
-                        return Ok(true);
+                        return self.end_stream_with(session, ctx, &e).await.map(|_| true);
                     }
                     None => {
-                        if tokio::time::timeout(wait_limit, notified).await.is_err() {
-                            flight.finish(false);
+                        tokio::select! {
+                            r = tokio::time::timeout(wait_limit, notified) => {
+                                if r.is_err() {
+                                    flight.finish(false);
+                                }
+                            }
+                            _ = abandoned(&mut abandon) => {
+                                self.hub.metrics.upstream_cancelled.with_label_values(&["shutdown"]).inc();
+                                let e = GatewayError::ShuttingDown;
+                                return self.end_stream_with(session, ctx, &e).await.map(|_| true);
+                            }
                         }
                     }
                 }
             }
         }
-        // Whole answer wanted, or shapes differ: wait for the end, then convert.
+        // Whole answer wanted, or shapes differ: gather it to the end, then convert.
+        let mut body = BytesMut::new();
         loop {
             let notified = flight.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some((streamed, body)) = flight.body() {
-                let kind = if streamed { Kind::Sse } else { Kind::Json };
-                self.replay(session, ctx, kind, body).await?;
-                return Ok(true);
-            }
-            if flight.state.lock().done == Some(false) {
-                return Ok(false);
+            match follower.read() {
+                Read::Chunks(fresh, done) => {
+                    for c in fresh {
+                        body.extend_from_slice(&c);
+                    }
+                    match done {
+                        Some(true) => {
+                            let kind = if started.1 { Kind::Sse } else { Kind::Json };
+                            self.replay(session, ctx, kind, body.freeze()).await?;
+                            return Ok(true);
+                        }
+                        Some(false) => return Ok(false),
+                        None => {}
+                    }
+                }
+                Read::Lagged => return Ok(false),
             }
             if tokio::time::timeout(wait_limit, notified).await.is_err() {
                 return Ok(false);
             }
         }
+    }
+
+    /// Ends a stream the client is reading with the one SSE error event (and the end of
+    /// the body). Marks the request as failed mid-stream.
+    async fn end_stream_with(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        e: &GatewayError,
+    ) -> Result<()> {
+        ctx.mid_stream_error = true;
+        session
+            .write_response_body(Some(sse_error_event(e)), true)
+            .await
     }
 
     /// Answers with a gateway error. Drains a small unread body to keep the connection.
@@ -716,10 +847,24 @@ impl Gateway {
         ctx: &mut Ctx,
         e: &GatewayError,
     ) -> Result<bool> {
-        if matches!(e, GatewayError::BodyTooLarge(_) | GatewayError::BodyRead(_)) {
+        if matches!(
+            e,
+            GatewayError::BodyTooLarge(_)
+                | GatewayError::BodyRead(_)
+                | GatewayError::ClientTimeout(_)
+        ) {
+            // The rest of the body is not read: the connection cannot be reused, and the
+            // answer says so (`Connection: close`).
             session.set_keepalive(None);
         } else {
             drain_small_body(session).await;
+        }
+        if let GatewayError::ClientTimeout(kind) = e {
+            self.hub
+                .metrics
+                .client_timeouts
+                .with_label_values(&[kind])
+                .inc();
         }
         ctx.gateway_error = Some(e.code());
         self.hub
@@ -731,11 +876,16 @@ impl Gateway {
         if let GatewayError::MethodNotAllowed { allowed, .. } = e {
             extra.push(("allow", (*allowed).to_string()));
         }
-        if let GatewayError::RateLimited {
-            retry_after_secs, ..
-        } = e
-        {
-            extra.push(("retry-after", retry_after_secs.to_string()));
+        match e {
+            GatewayError::RateLimited {
+                retry_after_secs, ..
+            }
+            | GatewayError::UpstreamRateLimited {
+                retry_after_secs: Some(retry_after_secs),
+                ..
+            } => extra.push(("retry-after", retry_after_secs.to_string())),
+            GatewayError::ShuttingDown => extra.push(("retry-after", "1".to_string())),
+            _ => {}
         }
         self.respond(
             session,
@@ -798,6 +948,43 @@ impl Gateway {
         }
     }
 
+    /// The error answered for a request that failed before its response started;
+    /// `None` when the client is the one that failed.
+    fn failure_error(&self, e: &Error, ctx: &Ctx) -> Option<GatewayError> {
+        let snap = ctx.snap.as_ref();
+        let only = |w: &str| !ctx.failures.is_empty() && ctx.failures.iter().all(|(_, f)| *f == w);
+        Some(match (e.etype(), snap) {
+            (t, _) if *t == pingora_proxy::ABANDONED => GatewayError::ShuttingDown,
+            (_, Some(snap)) if ctx.quota_failures > 0 && only("daily quota exhausted") => {
+                GatewayError::QuotaExhausted(format!(
+                    "every provider for model `{}` is out of its daily quota ({})",
+                    switchyard_filters::error::clip(&ctx.model, 200),
+                    Self::no_backend_detail(snap, ctx)
+                ))
+            }
+            (_, Some(snap)) if only(STATUS_429) => GatewayError::UpstreamRateLimited {
+                retry_after_secs: ctx.retry_after,
+                detail: Self::no_backend_detail(snap, ctx),
+            },
+            (ErrorType::ReadTimedout | ErrorType::WriteTimedout, _) if ctx.failures.len() <= 1 => {
+                GatewayError::UpstreamTimeout(ctx.provider_name().unwrap_or("upstream").to_string())
+            }
+            (_, Some(snap)) if ctx.attempts > 0 || !ctx.failures.is_empty() => {
+                GatewayError::NoBackend {
+                    model: ctx.model.to_string(),
+                    detail: Self::no_backend_detail(snap, ctx),
+                }
+            }
+            (ErrorType::HTTPStatus(s), _) if *s >= 400 => {
+                GatewayError::Internal(format!("status {s}"))
+            }
+            _ => match e.esource() {
+                ErrorSource::Downstream => return None,
+                _ => GatewayError::Upstream(e.etype().as_str().to_string()),
+            },
+        })
+    }
+
     fn enter_provider(ctx: &mut Ctx, snap: &Snapshot, i: u16) {
         if let Some(c) = ctx.inflight.take() {
             c.leave();
@@ -822,6 +1009,57 @@ impl ProxyHttp for Gateway {
         // them, and no per-request module work is done.
     }
 
+    fn early_error_response(
+        &self,
+        status: u16,
+        _e: Option<&Error>,
+    ) -> Option<(ResponseHeader, Bytes)> {
+        let server = &self.hub.settings.server;
+        let ge = match status {
+            431 => GatewayError::HeaderTooLarge(server.max_request_header_bytes),
+            408 => GatewayError::ClientTimeout("header"),
+            405 => GatewayError::MethodNotAllowed {
+                method: "CONNECT".into(),
+                allowed: "GET, POST",
+            },
+            _ => GatewayError::BadHttp,
+        };
+        let m = &self.hub.metrics;
+        m.gateway_errors
+            .with_label_values(&[ge.metric_label()])
+            .inc();
+        if let GatewayError::ClientTimeout(kind) = ge {
+            m.client_timeouts.with_label_values(&[kind]).inc();
+        }
+        let mut resp = ResponseHeader::build(ge.status(), Some(4)).ok()?;
+        resp.insert_header(header::CONTENT_TYPE, "application/json")
+            .ok()?;
+        resp.insert_parsed_header(&X_REQUEST_ID, "x-request-id", self.new_request_id());
+        Some((resp, Bytes::from(ge.body())))
+    }
+
+    fn abandon_signal(
+        &self,
+        ctx: &Self::CTX,
+    ) -> Option<futures_util::future::BoxFuture<'static, ()>> {
+        if !ctx.endpoint.is_some_and(Endpoint::is_inference) {
+            return None;
+        }
+        let mut rx = self.hub.abandon.subscribe();
+        Some(Box::pin(async move { abandoned(&mut rx).await }))
+    }
+
+    fn request_summary(&self, session: &Session, ctx: &Self::CTX) -> String {
+        // Never the query string (it can carry credentials) nor any header value.
+        let req = session.req_header();
+        format!(
+            "{} {} request {}",
+            req.method,
+            switchyard_filters::error::clip(req.uri.path(), 200),
+            ctx.request_id.to_str().unwrap_or("")
+        )
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         ctx.request_id = match session.req_header().headers.get(&X_REQUEST_ID) {
             Some(v)
@@ -836,6 +1074,9 @@ impl ProxyHttp for Gateway {
         if self.hub.shutting_down.load(Ordering::Relaxed) {
             session.set_keepalive(None);
         }
+        // A client that stops reading is dropped after this (and its upstream request
+        // cancelled), whatever is being written to it.
+        session.set_write_timeout(Some(self.hub.settings.server.client_write_timeout));
         let req = session.req_header();
         let endpoint = match classify(req.method.as_str().as_bytes(), req.uri.path()) {
             Ok(e) => e,
@@ -920,9 +1161,15 @@ impl ProxyHttp for Gateway {
         };
         ctx.tenant = Some(tenant.clone());
 
-        session.set_read_timeout(Some(self.hub.settings.server.client_read_timeout));
+        let server = &self.hub.settings.server;
+        session.set_read_timeout(Some(server.client_read_timeout));
         let read_start = Instant::now();
-        let body = match read_body(session, snap.max_body).await {
+        let pace = BodyPace {
+            start: tokio::time::Instant::now(),
+            base: server.client_body_timeout,
+            min_rate: server.client_body_min_rate,
+        };
+        let body = match read_body(session, snap.max_body, pace).await {
             Ok(b) => b,
             Err(e) => return self.respond_error(session, ctx, &e).await,
         };
@@ -939,12 +1186,22 @@ impl ProxyHttp for Gateway {
                     .respond_error(session, ctx, &GatewayError::BodyNotObject)
                     .await
             }
+            Err(HeadError::Duplicate(k)) => {
+                return self
+                    .respond_error(session, ctx, &GatewayError::DuplicateKey(k))
+                    .await
+            }
         };
         let Some(model) = head.model.as_deref().filter(|m| !m.is_empty()) else {
             return self
                 .respond_error(session, ctx, &GatewayError::MissingModel)
                 .await;
         };
+        let max_model = self.hub.settings.server.max_model_name_bytes;
+        if model.len() > max_model {
+            let e = GatewayError::ModelNameTooLong(max_model);
+            return self.respond_error(session, ctx, &e).await;
+        }
         ctx.model = CompactString::from(model);
         ctx.stream = head.is_stream() && endpoint != Endpoint::Embeddings;
         ctx.client_wants_usage = head.client_wants_usage();
@@ -1106,6 +1363,7 @@ impl ProxyHttp for Gateway {
                 stream: ctx.stream,
                 include_usage: ctx.client_wants_usage,
                 request_id: ctx.request_id.to_str().unwrap_or(""),
+                abandon: self.hub.abandon.subscribe(),
             };
             let usage = Box::pin(builtin::answer(session, &spec, req)).await?;
             ctx.usage = Some(usage);
@@ -1161,6 +1419,9 @@ impl ProxyHttp for Gateway {
             if let Some(prev) = ctx.current.filter(|&c| c != i) {
                 snap.providers[prev as usize].counters.fallbacks.inc();
             }
+            if let Some(reason) = ctx.pending_resend.take() {
+                self.hub.metrics.resends.with_label_values(&[reason]).inc();
+            }
             Self::enter_provider(ctx, &snap, i);
             ctx.attempts = ctx.attempts.saturating_add(1);
             ctx.inject_usage = ctx.stream && p.inject_usage && !ctx.client_wants_usage;
@@ -1185,7 +1446,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         req: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
@@ -1203,18 +1464,40 @@ impl ProxyHttp for Gateway {
         };
         let slot = endpoint_slot(ep).min(3);
         let target = &up.uris[slot];
-        if req.uri.query().is_some() {
-            let q = req.uri.query().unwrap_or_default();
+        // The client's query string is dropped (it can carry credentials) but for the
+        // parameters the provider is configured to receive.
+        let query = req
+            .uri
+            .query()
+            .and_then(|q| forwarded_query(q, &up.forward_query));
+        if let Some(q) = query {
             let uri: http::Uri = format!("{}?{}", target.path(), q)
                 .parse()
                 .map_err(|_| Error::explain(ErrorType::InternalError, "bad upstream uri"))?;
             req.set_uri(uri);
-        } else if !(up.uri_is_standard[slot] && req.uri.path() == target.path()) {
+        } else if req.uri.query().is_some()
+            || !(up.uri_is_standard[slot] && req.uri.path() == target.path())
+        {
             req.set_uri(target.clone());
         }
         req.insert_parsed_header(&header::HOST, "Host", up.host.clone());
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let xff = forwarded_for(
+            client_ip,
+            req.headers.get(&X_FORWARDED_FOR),
+            &self.hub.settings.server.trusted_proxies,
+        );
+        match xff {
+            Some(v) => req.insert_parsed_header(&X_FORWARDED_FOR, "X-Forwarded-For", v),
+            None => {
+                req.remove_header(&X_FORWARDED_FOR);
+            }
+        }
         // One pass over the (few) request headers instead of a lookup per name.
-        let mut strip: ArrayVec<&'static HeaderName, 5> = ArrayVec::new();
+        let mut strip: ArrayVec<&'static HeaderName, 7> = ArrayVec::new();
         for name in req.headers.keys() {
             if let Some(h) = STRIPPED.iter().find(|h| **h == name) {
                 if !strip.contains(h) {
@@ -1286,7 +1569,10 @@ impl ProxyHttp for Gateway {
             && (ctx.has_more() || !ctx.failures.is_empty())
         {
             let why = if status == 429 {
-                "status 429"
+                if let Some(secs) = retry_after_secs(resp) {
+                    ctx.retry_after = Some(ctx.retry_after.map_or(secs, |r| r.min(secs)));
+                }
+                STATUS_429
             } else {
                 "status 5xx"
             };
@@ -1300,6 +1586,9 @@ impl ProxyHttp for Gateway {
             }
             let more = ctx.has_more();
             ctx.fallback_pending = more;
+            if more {
+                ctx.pending_resend = Some("status");
+            }
             let mut e = Error::explain(
                 ErrorType::HTTPStatus(status),
                 "upstream error status; trying the next candidate",
@@ -1426,20 +1715,23 @@ impl ProxyHttp for Gateway {
             e.set_retry(false);
             return e;
         }
-        // A pooled connection the upstream had closed: try the same candidate once more
-        // on a fresh connection before moving on.
+        // The same candidate again only when the request could not even be written on a
+        // pooled connection (the upstream then cannot have received it whole; the pool
+        // already checked the connection was alive when it was taken). Once the request
+        // was written, a generation may have started: it is never sent there twice.
         if client_reused
-            && matches!(e.retry, RetryType::ReusedOnly)
+            && *e.etype() == ErrorType::WriteError
             && ctx.upstream_header.is_none()
             && ctx.attempts < 3
         {
             ctx.same_again = true;
+            ctx.pending_resend = Some("stale_connection");
             e.set_retry(true);
             return e;
         }
-        let kind = match e.etype() {
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
-            _ => "connection error",
+        let (kind, reason) = match e.etype() {
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => ("timeout", "timeout"),
+            _ => ("connection error", "transport"),
         };
         ctx.record_failure(kind);
         if let Some(p) = ctx.provider_name() {
@@ -1449,7 +1741,11 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[p, "transport"])
                 .inc();
         }
-        e.set_retry(ctx.has_more());
+        let more = ctx.has_more();
+        if more {
+            ctx.pending_resend = Some(reason);
+        }
+        e.set_retry(more);
         e
     }
 
@@ -1459,50 +1755,37 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
+        let abandoned = *e.etype() == pingora_proxy::ABANDONED;
+        if abandoned {
+            self.hub
+                .metrics
+                .upstream_cancelled
+                .with_label_values(&["shutdown"])
+                .inc();
+        }
         if session.response_written().is_none() {
-            let all_quota = ctx.quota_failures > 0
-                && ctx
-                    .failures
-                    .iter()
-                    .all(|(_, w)| *w == "daily quota exhausted");
-            let gerr = match (e.etype(), &ctx.snap) {
-                (_, Some(snap)) if all_quota => GatewayError::QuotaExhausted(format!(
-                    "every provider for model `{}` is out of its daily quota ({})",
-                    ctx.model,
-                    Self::no_backend_detail(snap, ctx)
-                )),
-                (ErrorType::ReadTimedout | ErrorType::WriteTimedout, _)
-                    if ctx.failures.len() <= 1 =>
-                {
-                    GatewayError::UpstreamTimeout(
-                        ctx.provider_name().unwrap_or("upstream").to_string(),
-                    )
+            let gerr = match self.failure_error(e, ctx) {
+                Some(g) => g,
+                None => {
+                    // The client went away: nobody to answer.
+                    ctx.status = 0;
+                    return FailToProxy {
+                        error_code: 0,
+                        can_reuse_downstream: false,
+                    };
                 }
-                (_, Some(snap)) if ctx.attempts > 0 || !ctx.failures.is_empty() => {
-                    GatewayError::NoBackend {
-                        model: ctx.model.to_string(),
-                        detail: Self::no_backend_detail(snap, ctx),
-                    }
-                }
-                (ErrorType::HTTPStatus(s), _) if *s >= 400 => {
-                    GatewayError::Internal(format!("status {s}"))
-                }
-                _ => match e.esource() {
-                    ErrorSource::Downstream => {
-                        ctx.status = 0;
-                        return FailToProxy {
-                            error_code: 0,
-                            can_reuse_downstream: false,
-                        };
-                    }
-                    _ => GatewayError::Upstream(e.etype().as_str().to_string()),
-                },
             };
             let status = gerr.status();
+            // Decide before writing, so that the answer's `Connection` header tells the
+            // truth about what happens to the connection next.
+            let reuse = session.is_body_done() && !self.hub.shutting_down.load(Ordering::Relaxed);
+            if !reuse {
+                session.set_keepalive(None);
+            }
             return match self.respond_error(session, ctx, &gerr).await {
                 Ok(_) => FailToProxy {
                     error_code: status,
-                    can_reuse_downstream: session.is_body_done(),
+                    can_reuse_downstream: reuse,
                 },
                 Err(_) => FailToProxy {
                     error_code: 0,
@@ -1512,24 +1795,47 @@ impl ProxyHttp for Gateway {
         }
         // The response had started: end it so the client sees an error, not a hang.
         ctx.mid_stream_error = true;
-        if let Some(p) = ctx.provider_name() {
+        let downstream = matches!(e.esource(), ErrorSource::Downstream);
+        if downstream {
+            // The client stopped reading or went away; the upstream request is dropped
+            // with it.
+            let reason = if *e.etype() == ErrorType::WriteTimedout {
+                self.hub
+                    .metrics
+                    .client_timeouts
+                    .with_label_values(&["write"])
+                    .inc();
+                "client_write_timeout"
+            } else {
+                "client_gone"
+            };
+            if !ctx.complete {
+                self.hub
+                    .metrics
+                    .upstream_cancelled
+                    .with_label_values(&[reason])
+                    .inc();
+            }
+        } else if let Some(p) = ctx.provider_name() {
+            let kind = if abandoned { "shutdown" } else { "mid_stream" };
             self.hub
                 .metrics
                 .upstream_errors
-                .with_label_values(&[p, "mid_stream"])
+                .with_label_values(&[p, kind])
                 .inc();
         }
-        if ctx.stream && !matches!(e.esource(), ErrorSource::Downstream) {
-            let gerr = GatewayError::Upstream(format!(
-                "the stream from {} ended early ({})",
-                ctx.provider_name().unwrap_or("upstream"),
-                e.etype().as_str()
-            ));
-            let mut ev = b"data: ".to_vec();
-            ev.extend_from_slice(&gerr.body());
-            ev.extend_from_slice(b"\n\n");
+        if ctx.stream && !downstream {
+            let gerr = if abandoned {
+                GatewayError::ShuttingDown
+            } else {
+                GatewayError::Upstream(format!(
+                    "the stream from {} ended early ({})",
+                    ctx.provider_name().unwrap_or("upstream"),
+                    e.etype().as_str()
+                ))
+            };
             let _ = session
-                .write_response_body(Some(Bytes::from(ev)), true)
+                .write_response_body(Some(sse_error_event(&gerr)), true)
                 .await;
         }
         FailToProxy {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
@@ -22,6 +23,27 @@ use crate::background::{Discovery, Refresher};
 use crate::config::Settings;
 use crate::proxy::Gateway;
 use crate::state::Hub;
+
+/// Warns when the process may run out of file descriptors before it reaches
+/// `max_client_connections` (each proxied request also holds an upstream connection).
+fn warn_if_few_descriptors(max_conns: usize) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
+        return;
+    };
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(soft) = soft {
+        let want = max_conns.saturating_mul(2).saturating_add(256);
+        if soft < want {
+            log::warn!(
+                "the open-file limit is {soft}; server.max_client_connections = {max_conns} may need up to {want} (raise it with `ulimit -n` or LimitNOFILE)"
+            );
+        }
+    }
+}
 
 /// Resolves port 0 to a free port now, so the address can be announced before Pingora
 /// binds it.
@@ -67,19 +89,14 @@ impl ShutdownSignalWatch for DrainingSignal {
                 let deadline = Instant::now() + self.grace;
                 log::info!("SIGTERM: draining in-flight requests (at most {:?})", self.grace);
                 loop {
-                    let inflight: i64 = self
-                        .hub
-                        .snapshot()
-                        .providers
-                        .iter()
-                        .map(|p| p.counters.inflight())
-                        .sum();
+                    let inflight = self.hub.inflight_total();
                     if inflight == 0 {
                         log::info!("drained; stopping");
                         break;
                     }
                     if Instant::now() >= deadline {
-                        log::warn!("grace period over with {inflight} request(s) in flight; stopping");
+                        log::warn!("grace period over with {inflight} request(s) in flight; ending them with an error and stopping");
+                        self.abandon_inflight().await;
                         break;
                     }
                     tokio::select! {
@@ -93,6 +110,21 @@ impl ShutdownSignalWatch for DrainingSignal {
         }
     }
 }
+
+impl DrainingSignal {
+    /// Tells the requests still in flight to end (streams with an SSE error event), and
+    /// waits a moment for them to write it.
+    async fn abandon_inflight(&self) {
+        let _ = self.hub.abandon.send(true);
+        let until = Instant::now() + ABANDON_WAIT;
+        while Instant::now() < until && self.hub.inflight_total() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// How long requests abandoned at the end of the grace period get to write their error.
+const ABANDON_WAIT: Duration = Duration::from_secs(2);
 
 /// Builds and runs the server until it is told to stop.
 pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String> {
@@ -119,6 +151,9 @@ pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String
     }
     for w in &settings.warnings {
         log::warn!("{w}");
+    }
+    for p in &settings.problems {
+        log::error!("configuration: {p}");
     }
     if settings.detected.is_empty() {
         log::info!("no cloud provider credentials found in the environment");
@@ -163,6 +198,16 @@ pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String
         hub.settings.server.read_buffer_bytes,
         hub.settings.server.write_buffer_bytes,
     );
+    if let Some(app) = proxy.app_logic_mut() {
+        let s = &hub.settings.server;
+        let mut o = HttpServerOptions::default();
+        o.h1_idle_timeout = Some(s.client_idle_timeout);
+        o.h1_header_timeout = Some(s.client_header_timeout);
+        o.h1_max_header_bytes = Some(s.max_request_header_bytes);
+        app.server_options = Some(o);
+    }
+    proxy.set_connection_limit(hub.connections.clone());
+    warn_if_few_descriptors(hub.settings.server.max_client_connections);
     let mut listener = ListenerConfig::tcp(listen.to_string()).l4_buffer(buffers);
     if let Some((cert, key)) = &hub.settings.server.tls {
         let tls =

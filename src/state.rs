@@ -15,9 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Uri};
 use parking_lot::Mutex;
 use pingora_core::protocols::ALPN;
+use pingora_core::services::connection_limit::ConnectionLimit;
 use pingora_core::upstreams::peer::HttpPeer;
 use switchyard_filters::endpoint::Endpoint;
 use switchyard_filters::glob::Pattern;
@@ -91,6 +93,11 @@ pub struct Upstream {
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
     /// Human-readable `scheme://host:port/path` (no credentials).
     pub display: String,
+    /// The configured credential cannot be sent (not a valid header value): the provider
+    /// is left out.
+    pub credential_invalid: bool,
+    /// Query parameters passed on; every other one is dropped.
+    pub forward_query: Vec<String>,
 }
 
 /// Index of an endpoint in [`Upstream::uris`].
@@ -249,6 +256,11 @@ pub struct Hub {
     pub coalescer: Coalescer,
     /// This replica's id (`inflight:<replica>`).
     pub replica_id: String,
+    /// The cap on the proxy listener's open connections (`server.max_client_connections`).
+    pub connections: Arc<ConnectionLimit>,
+    /// Set when the shutdown grace period ends: streams still open end with an error
+    /// event.
+    pub abandon: tokio::sync::watch::Sender<bool>,
     last_runtime_error: Mutex<Option<String>>,
 }
 
@@ -334,6 +346,13 @@ impl Hub {
             .map(|r| r.on_outage)
             .unwrap_or_default();
         let tenancy = Tenancy::new(store, on_outage, settings.auth.clone(), &settings.quotas);
+        let connections = ConnectionLimit::new(
+            settings.server.max_client_connections,
+            Bytes::from(switchyard_filters::error::overloaded_response()),
+        );
+        metrics
+            .client_connections_max
+            .set(settings.server.max_client_connections as i64);
         let replica_id = settings
             .redis
             .as_ref()
@@ -360,6 +379,8 @@ impl Hub {
             tenancy,
             coalescer: Coalescer::default(),
             replica_id,
+            connections,
+            abandon: tokio::sync::watch::channel(false).0,
             last_runtime_error: Mutex::new(None),
         });
         for (host, port) in hub.hosts() {
@@ -369,9 +390,10 @@ impl Hub {
                 }
             }
         }
-        if let Err(e) = hub.rebuild() {
-            log::error!("initial snapshot invalid: {e}");
-        }
+        // Never serve on the empty placeholder: a configuration that cannot make a first
+        // snapshot does not start.
+        hub.rebuild()
+            .map_err(|e| format!("the configuration cannot be served: {e}"))?;
         Ok(hub)
     }
 
@@ -423,6 +445,26 @@ impl Hub {
             self.discovery_kick.notify_one();
         }
         Ok(before != o)
+    }
+
+    /// Copies the connection cap's counters into their metrics (at scrape time).
+    pub fn sample_connections(&self) {
+        let m = &self.metrics;
+        m.client_connections.set(self.connections.open() as i64);
+        let refused = self.connections.refused();
+        let seen = m.client_connections_refused.get();
+        if refused > seen {
+            m.client_connections_refused.inc_by(refused - seen);
+        }
+    }
+
+    /// Requests in flight on every provider of the current snapshot.
+    pub fn inflight_total(&self) -> i64 {
+        self.snapshot_guard()
+            .providers
+            .iter()
+            .map(|p| p.counters.inflight())
+            .sum()
     }
 
     /// In-flight requests on this replica's local backend.
@@ -574,6 +616,7 @@ impl Hub {
             extra_headers: Vec::new(),
             models: Vec::new(),
             discovery_interval: Duration::from_secs(30),
+            forward_query: Vec::new(),
         });
         l.kind = kind;
         l.url = url;
@@ -605,6 +648,7 @@ impl Hub {
                     .local_models
                     .set(snap.local.as_ref().map_or(0, |l| l.models.len() as i64));
                 self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+                self.report_disabled(&snap);
                 self.current.store(Arc::new(snap));
                 Ok(())
             }
@@ -614,6 +658,27 @@ impl Hub {
                     .with_label_values(&["invalid"])
                     .inc();
                 Err(e)
+            }
+        }
+    }
+
+    /// Sets `switchyard_provider_disabled` for every provider of a new snapshot and logs
+    /// each one newly left out for its credential.
+    fn report_disabled(&self, snap: &Snapshot) {
+        for p in &snap.providers {
+            for (reason, why) in DISABLED_REASONS {
+                let on = p.disabled == Some(why);
+                let g = self
+                    .metrics
+                    .provider_disabled
+                    .with_label_values(&[p.name.as_str(), reason]);
+                if on && g.get() == 0 && why == CREDENTIAL_INVALID {
+                    log::error!(
+                        "provider {} is left out: {why}; every other provider keeps serving",
+                        p.name
+                    );
+                }
+                g.set(i64::from(on));
             }
         }
     }
@@ -646,6 +711,7 @@ impl Hub {
                 &format!("{}/v1", l.url.path),
                 auth.as_deref(),
                 &l.extra_headers,
+                &l.forward_query,
                 address(&resolved, &l.url),
                 &timeouts,
             )?;
@@ -675,13 +741,13 @@ impl Hub {
                 name: "local".into(),
                 kind: l.kind.as_str(),
                 class: Class::Local,
-                upstream: Some(up),
                 mock: None,
                 counters: self.counters_for("local"),
                 name_header: HeaderValue::from_static("local"),
                 listed_models: listed,
                 inject_usage: s.routing.inject_stream_usage,
-                disabled: None,
+                disabled: up_disabled(&up),
+                upstream: Some(up),
             });
         }
 
@@ -710,12 +776,18 @@ impl Hub {
                         &u.path,
                         auth.as_deref(),
                         &p.extra_headers,
+                        &p.forward_query,
                         address(&resolved, u),
                         &timeouts,
                     )?;
                     (Class::Cloud, Some(up), None)
                 }
                 (_, None) => return Err(format!("provider {} has no base_url", p.name)),
+            };
+            let disabled = match (&p.missing_key_env, &upstream) {
+                (Some(_), _) => Some(KEY_ENV_UNSET),
+                (None, Some(up)) => up_disabled(up),
+                (None, None) => None,
             };
             route_providers.push(RouteProvider {
                 name: p.name.clone(),
@@ -733,10 +805,7 @@ impl Hub {
                     .map_err(|_| format!("bad provider name {}", p.name))?,
                 listed_models: listed,
                 inject_usage: s.routing.inject_stream_usage,
-                disabled: p
-                    .missing_key_env
-                    .as_ref()
-                    .map(|_| "its API key variable is not set"),
+                disabled,
             });
         }
         if providers.len() > u16::MAX as usize {
@@ -765,17 +834,34 @@ impl Hub {
     }
 }
 
+/// Why a provider takes no requests: its `api_key_env` variable is not set.
+pub const KEY_ENV_UNSET: &str = "its API key variable is not set";
+/// Why a provider takes no requests: its credential cannot be sent.
+pub const CREDENTIAL_INVALID: &str =
+    "its credential is not a valid HTTP header value (a control character such as a trailing newline?)";
+/// `switchyard_provider_disabled`'s `reason` labels and the reasons they stand for.
+const DISABLED_REASONS: [(&str, &str); 2] = [
+    ("key_env_unset", KEY_ENV_UNSET),
+    ("invalid_credential", CREDENTIAL_INVALID),
+];
+
+fn up_disabled(up: &Upstream) -> Option<&'static str> {
+    up.credential_invalid.then_some(CREDENTIAL_INVALID)
+}
+
 struct Timeouts {
     connect: Duration,
     read: Duration,
     idle: Duration,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_upstream(
     url: &BaseUrl,
     base_path: &str,
     auth: Option<&str>,
     extra: &[(String, String)],
+    forward_query: &[String],
     addr: Option<SocketAddr>,
     t: &Timeouts,
 ) -> Result<Upstream, String> {
@@ -820,12 +906,17 @@ fn build_upstream(
     let uris: [Uri; 4] = uris
         .try_into()
         .map_err(|_| "internal: uri table".to_string())?;
-    let auth = match auth {
-        Some(a) => {
-            let mut v = HeaderValue::from_str(a)
-                .map_err(|_| "auth header is not a valid header value".to_string())?;
+    // A credential that cannot be sent leaves this provider out (see `up_disabled`),
+    // never the whole snapshot.
+    let mut credential_invalid = false;
+    let auth = match auth.map(HeaderValue::from_str) {
+        Some(Ok(mut v)) => {
             v.set_sensitive(true);
             Some(v)
+        }
+        Some(Err(_)) => {
+            credential_invalid = true;
+            None
         }
         None => None,
     };
@@ -854,5 +945,7 @@ fn build_upstream(
             url.authority(),
             url.path
         ),
+        credential_invalid,
+        forward_query: forward_query.to_vec(),
     })
 }

@@ -63,6 +63,56 @@ pub enum GatewayError {
     AdminUnauthorized,
     /// A bug or an unexpected condition inside the gateway.
     Internal(String),
+    /// The model name is longer than the limit (bytes).
+    ModelNameTooLong(usize),
+    /// A field the gateway reads appears twice in the body.
+    DuplicateKey(&'static str),
+    /// The request header block is larger than the limit (bytes).
+    HeaderTooLarge(usize),
+    /// The client was too slow sending its request: `header` or `body`.
+    ClientTimeout(&'static str),
+    /// The request is not valid HTTP (Pingora's parser refused it).
+    BadHttp,
+    /// Every candidate answered 429.
+    UpstreamRateLimited {
+        /// The smallest `Retry-After` any candidate gave, in seconds.
+        retry_after_secs: Option<u64>,
+        /// Which candidates answered 429.
+        detail: String,
+    },
+    /// The gateway has too many connections open.
+    Overloaded,
+    /// The gateway is shutting down and cut the response.
+    ShuttingDown,
+}
+
+/// Echoed values (model names, paths) are cut to this many bytes in messages.
+pub const ECHO_LIMIT: usize = 200;
+
+/// `s` cut to at most `max` bytes at a character boundary, with `…` when cut.
+pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…", &s[..end]))
+}
+
+/// The whole HTTP/1.1 answer to a connection over the cap: 503, `Connection: close`,
+/// `Retry-After: 1`, and the OpenAI-style error body.
+pub fn overloaded_response() -> Vec<u8> {
+    let e = GatewayError::Overloaded;
+    let body = e.body();
+    let mut out = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
 }
 
 impl GatewayError {
@@ -72,7 +122,14 @@ impl GatewayError {
             Self::MalformedJson(_)
             | Self::BodyNotObject
             | Self::MissingModel
-            | Self::BodyRead(_) => 400,
+            | Self::BodyRead(_)
+            | Self::ModelNameTooLong(_)
+            | Self::DuplicateKey(_)
+            | Self::BadHttp => 400,
+            Self::ClientTimeout(_) => 408,
+            Self::HeaderTooLarge(_) => 431,
+            Self::UpstreamRateLimited { .. } => 429,
+            Self::Overloaded | Self::ShuttingDown => 503,
             Self::Unauthorized(_) | Self::AdminUnauthorized => 401,
             Self::ModelNotAllowed(_) => 403,
             Self::ModelNotFound(_) | Self::UnknownPath { .. } => 404,
@@ -91,7 +148,8 @@ impl GatewayError {
         match self {
             Self::Unauthorized(_) | Self::AdminUnauthorized => "authentication_error",
             Self::ModelNotAllowed(_) => "permission_error",
-            Self::RateLimited { .. } => "rate_limit_error",
+            Self::RateLimited { .. } | Self::UpstreamRateLimited { .. } => "rate_limit_error",
+            Self::Overloaded | Self::ShuttingDown => "service_unavailable",
             Self::QuotaExhausted(_) => "insufficient_quota",
             Self::NoBackend { .. } | Self::StateUnavailable => "service_unavailable",
             Self::Upstream(_) | Self::UpstreamTimeout(_) | Self::Internal(_) => "server_error",
@@ -120,13 +178,25 @@ impl GatewayError {
             Self::StateUnavailable => "state_unavailable",
             Self::AdminUnauthorized => "invalid_admin_secret",
             Self::Internal(_) => "internal_error",
+            Self::ModelNameTooLong(_) => "model_too_long",
+            Self::DuplicateKey(_) => "duplicate_key",
+            Self::HeaderTooLarge(_) => "request_header_too_large",
+            Self::ClientTimeout(_) => "request_timeout",
+            Self::BadHttp => "invalid_http_request",
+            Self::UpstreamRateLimited { .. } => "upstream_rate_limited",
+            Self::Overloaded => "too_many_connections",
+            Self::ShuttingDown => "shutting_down",
         }
     }
 
     /// OpenAI's `error.param`: the request field at fault, if one is.
     pub fn param(&self) -> Option<&'static str> {
         match self {
-            Self::MissingModel | Self::ModelNotFound(_) | Self::ModelNotAllowed(_) => Some("model"),
+            Self::MissingModel
+            | Self::ModelNotFound(_)
+            | Self::ModelNotAllowed(_)
+            | Self::ModelNameTooLong(_) => Some("model"),
+            Self::DuplicateKey(k) => Some(k),
             _ => None,
         }
     }
@@ -145,6 +215,10 @@ impl GatewayError {
                 | Self::UpstreamTimeout(_)
                 | Self::RateLimited { .. }
                 | Self::StateUnavailable
+                | Self::UpstreamRateLimited { .. }
+                | Self::Overloaded
+                | Self::ShuttingDown
+                | Self::ClientTimeout(_)
         )
     }
 
@@ -157,26 +231,38 @@ impl GatewayError {
             Self::MissingModel => write!(m, "You must provide a model parameter."),
             Self::ModelNotFound(model) => write!(
                 m,
-                "The model `{model}` does not exist or no configured backend serves it."
+                "The model `{}` does not exist or no configured backend serves it.",
+                clip(model, ECHO_LIMIT)
             ),
             Self::BodyTooLarge(limit) => write!(
                 m,
                 "The request body is larger than the limit of {limit} bytes."
             ),
             Self::BodyRead(d) => write!(m, "The request body could not be read: {d}"),
-            Self::MethodNotAllowed { method, allowed } => {
-                write!(m, "Method {method} is not allowed here; use {allowed}.")
-            }
-            Self::UnknownPath { method, path } => write!(m, "Invalid URL ({method} {path})"),
-            Self::NoBackend { model, detail } => {
-                write!(m, "No backend is available for model `{model}`: {detail}")
-            }
+            Self::MethodNotAllowed { method, allowed } => write!(
+                m,
+                "Method {} is not allowed here; use {allowed}.",
+                clip(method, 32)
+            ),
+            Self::UnknownPath { method, path } => write!(
+                m,
+                "Invalid URL ({} {})",
+                clip(method, 32),
+                clip(path, ECHO_LIMIT)
+            ),
+            Self::NoBackend { model, detail } => write!(
+                m,
+                "No backend is available for model `{}`: {detail}",
+                clip(model, ECHO_LIMIT)
+            ),
             Self::Upstream(d) => write!(m, "The upstream failed: {d}"),
             Self::UpstreamTimeout(d) => write!(m, "The upstream timed out: {d}"),
             Self::Unauthorized(why) => write!(m, "{why}"),
-            Self::ModelNotAllowed(model) => {
-                write!(m, "This API key may not use the model `{model}`.")
-            }
+            Self::ModelNotAllowed(model) => write!(
+                m,
+                "This API key may not use the model `{}`.",
+                clip(model, ECHO_LIMIT)
+            ),
             Self::RateLimited {
                 limit,
                 retry_after_secs,
@@ -191,6 +277,40 @@ impl GatewayError {
             ),
             Self::AdminUnauthorized => write!(m, "Missing or wrong X-Admin-Secret."),
             Self::Internal(d) => write!(m, "Internal gateway error: {d}"),
+            Self::ModelNameTooLong(limit) => write!(
+                m,
+                "The model name is longer than the limit of {limit} bytes."
+            ),
+            Self::DuplicateKey(k) => write!(
+                m,
+                "The request body has the field `{k}` more than once; send it once."
+            ),
+            Self::HeaderTooLarge(limit) => write!(
+                m,
+                "The request header is larger than the limit of {limit} bytes."
+            ),
+            Self::ClientTimeout(what) => {
+                write!(m, "The request {what} did not arrive in time.")
+            }
+            Self::BadHttp => write!(m, "The request is not valid HTTP/1.1."),
+            Self::UpstreamRateLimited {
+                retry_after_secs,
+                detail,
+            } => match retry_after_secs {
+                Some(s) => write!(
+                    m,
+                    "Every backend is rate limited ({detail}); retry after {s} s."
+                ),
+                None => write!(m, "Every backend is rate limited ({detail})."),
+            },
+            Self::Overloaded => write!(
+                m,
+                "The gateway has too many open connections; retry shortly."
+            ),
+            Self::ShuttingDown => write!(
+                m,
+                "The gateway is shutting down; the response was cut before it ended."
+            ),
         };
         m
     }
@@ -265,6 +385,20 @@ mod tests {
             ),
             (GatewayError::QuotaExhausted("p".into()), 429),
             (GatewayError::StateUnavailable, 503),
+            (GatewayError::ModelNameTooLong(256), 400),
+            (GatewayError::DuplicateKey("model"), 400),
+            (GatewayError::HeaderTooLarge(65536), 431),
+            (GatewayError::ClientTimeout("header"), 408),
+            (GatewayError::BadHttp, 400),
+            (
+                GatewayError::UpstreamRateLimited {
+                    retry_after_secs: Some(3),
+                    detail: "a".into(),
+                },
+                429,
+            ),
+            (GatewayError::Overloaded, 503),
+            (GatewayError::ShuttingDown, 503),
         ];
         for (e, s) in cases {
             assert_eq!(e.status(), s, "{e:?}");
@@ -282,5 +416,46 @@ mod tests {
         let b = GatewayError::BodyTooLarge(5).body();
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert!(v["error"]["param"].is_null());
+    }
+
+    #[test]
+    fn echoed_values_are_clipped() {
+        let long = "é".repeat(5000);
+        for e in [
+            GatewayError::ModelNotFound(long.clone()),
+            GatewayError::ModelNotAllowed(long.clone()),
+            GatewayError::NoBackend {
+                model: long.clone(),
+                detail: "d".into(),
+            },
+            GatewayError::UnknownPath {
+                method: long.clone(),
+                path: long.clone(),
+            },
+        ] {
+            let m = e.message();
+            assert!(m.len() < 2 * ECHO_LIMIT + 100, "{} bytes", m.len());
+            assert!(m.contains('…'));
+        }
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "abc…");
+        assert_eq!(clip("aé", 2), "a…", "cut at a character boundary");
+    }
+
+    #[test]
+    fn overloaded_answer_is_a_whole_http_response() {
+        let r = String::from_utf8(overloaded_response()).unwrap();
+        let (head, body) = r.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        assert!(head.contains("connection: close"));
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(len, body.len());
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "too_many_connections");
     }
 }

@@ -39,7 +39,23 @@ pub enum HeadError {
     Malformed(String),
     /// The body is JSON but not an object.
     NotAnObject,
+    /// A field the gateway reads appears more than once (JSON parsers disagree on which
+    /// one wins, so the gateway and the upstream could read different values).
+    Duplicate(&'static str),
 }
+
+/// The fields the gateway reads (or that the cache key drops), each of which may appear
+/// only once at the top level.
+const READ_KEYS: [&str; 8] = [
+    "model",
+    "stream",
+    "temperature",
+    "max_tokens",
+    "max_completion_tokens",
+    "stream_options",
+    "metadata",
+    "user",
+];
 
 /// Nesting deeper than this is rejected (as serde_json does).
 const MAX_DEPTH: usize = 128;
@@ -148,11 +164,27 @@ impl<'a> Scanner<'a> {
                     match self.peek() {
                         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 1,
                         Some(b'u') => {
-                            let hex = b.get(self.i + 1..self.i + 5);
-                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                            let Some(unit) = hex4(b, self.i + 1) else {
                                 return self.err("invalid escape");
-                            }
+                            };
                             self.i += 5;
+                            // UTF-16 surrogates must come in pairs: a lone one is not a
+                            // character, and parsers disagree on what to make of it.
+                            match unit {
+                                0xD800..=0xDBFF => {
+                                    let low = (b.get(self.i..self.i + 2) == Some(&b"\\u"[..]))
+                                        .then(|| hex4(b, self.i + 2))
+                                        .flatten();
+                                    if !low.is_some_and(|l| (0xDC00..=0xDFFF).contains(&l)) {
+                                        return self.err("lone leading surrogate in a \\u escape");
+                                    }
+                                    self.i += 6;
+                                }
+                                0xDC00..=0xDFFF => {
+                                    return self.err("lone trailing surrogate in a \\u escape")
+                                }
+                                _ => {}
+                            }
                         }
                         None => return self.err("EOF while parsing a string"),
                         _ => return self.err("invalid escape"),
@@ -307,6 +339,17 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// The value of four hex digits at `b[at..at + 4]`.
+fn hex4(b: &[u8], at: usize) -> Option<u16> {
+    let h = b.get(at..at + 4)?;
+    let mut v: u16 = 0;
+    for &c in h {
+        let d = (c as char).to_digit(16)?;
+        v = (v << 4) | d as u16;
+    }
+    Some(v)
+}
+
 fn unescape(raw: &[u8]) -> R<String> {
     let mut quoted = Vec::with_capacity(raw.len() + 2);
     quoted.push(b'"');
@@ -350,7 +393,11 @@ impl<'a> RequestHead<'a> {
             }
             return Err(HeadError::NotAnObject);
         }
-        let head = Self::object(&mut s).map_err(HeadError::Malformed)?;
+        let mut dup = None;
+        let head = Self::object(&mut s, &mut dup).map_err(|e| match dup {
+            Some(k) => HeadError::Duplicate(k),
+            None => HeadError::Malformed(e),
+        })?;
         s.ws();
         if s.i != body.len() {
             return Err(HeadError::Malformed(s.msg("trailing characters")));
@@ -358,8 +405,9 @@ impl<'a> RequestHead<'a> {
         Ok(head)
     }
 
-    fn object(s: &mut Scanner<'a>) -> R<Self> {
+    fn object(s: &mut Scanner<'a>, dup: &mut Option<&'static str>) -> R<Self> {
         let mut h = RequestHead::default();
+        let mut seen = 0u8;
         s.i += 1;
         s.ws();
         if s.peek() == Some(b'}') {
@@ -385,6 +433,13 @@ impl<'a> RequestHead<'a> {
             } else {
                 key
             };
+            if let Some(k) = READ_KEYS.iter().position(|k| k.as_bytes() == key) {
+                if seen & (1 << k) != 0 {
+                    *dup = Some(READ_KEYS[k]);
+                    return s.err("duplicate key");
+                }
+                seen |= 1 << k;
+            }
             match key {
                 b"model" => match s.peek() {
                     Some(b'"') => {
@@ -418,7 +473,7 @@ impl<'a> RequestHead<'a> {
                         s.number_value()?.and_then(|n| as_str(n).ok()?.parse().ok())
                 }
                 b"stream_options" if s.peek() == Some(b'{') => {
-                    h.stream_options = Some(Self::stream_options(s)?)
+                    h.stream_options = Some(Self::stream_options(s, dup)?)
                 }
                 _ => s.skip_value(1)?,
             }
@@ -435,8 +490,9 @@ impl<'a> RequestHead<'a> {
         }
     }
 
-    fn stream_options(s: &mut Scanner<'a>) -> R<StreamOptions> {
+    fn stream_options(s: &mut Scanner<'a>, dup: &mut Option<&'static str>) -> R<StreamOptions> {
         let mut o = StreamOptions::default();
+        let mut seen = false;
         s.i += 1;
         s.ws();
         if s.peek() == Some(b'}') {
@@ -451,6 +507,10 @@ impl<'a> RequestHead<'a> {
             let (key, esc) = s.string()?;
             s.expect(b':', "expected `:`")?;
             if key_is(key, esc, "include_usage") {
+                if std::mem::replace(&mut seen, true) {
+                    *dup = Some("stream_options.include_usage");
+                    return s.err("duplicate key");
+                }
                 o.include_usage = s.bool_value()?;
             } else {
                 s.skip_value(2)?;
@@ -571,6 +631,58 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_read_keys_are_refused() {
+        for (body, key) in [
+            (&br#"{"model":"a","model":"b"}"#[..], "model"),
+            (br#"{"model":"a","mo\u0064el":"b"}"#, "model"),
+            (br#"{"stream":true,"model":"a","stream":false}"#, "stream"),
+            (br#"{"temperature":0,"temperature":1}"#, "temperature"),
+            (br#"{"max_tokens":1,"max_tokens":2}"#, "max_tokens"),
+            (br#"{"user":"a","user":"b"}"#, "user"),
+            (br#"{"metadata":{},"metadata":{}}"#, "metadata"),
+            (
+                br#"{"stream_options":{},"stream_options":{}}"#,
+                "stream_options",
+            ),
+            (
+                br#"{"stream_options":{"include_usage":true,"include_usage":false}}"#,
+                "stream_options.include_usage",
+            ),
+        ] {
+            assert_eq!(
+                RequestHead::parse(body),
+                Err(HeadError::Duplicate(key)),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // Keys the gateway does not read may repeat (the upstream decides), and the
+        // same name nested deeper is another object's key.
+        assert!(RequestHead::parse(br#"{"model":"a","x":1,"x":2}"#).is_ok());
+        assert!(
+            RequestHead::parse(br#"{"model":"a","messages":[{"model":1},{"model":2}]}"#).is_ok()
+        );
+    }
+
+    #[test]
+    fn lone_surrogates_are_refused() {
+        for bad in [
+            &br#"{"model":"\ud800"}"#[..],
+            br#"{"model":"a","x":"\udc00"}"#,
+            br#"{"x":["\ud83d\u0041"]}"#,
+            br#"{"x":"\ud83d"}"#,
+        ] {
+            assert!(
+                matches!(RequestHead::parse(bad), Err(HeadError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let h = RequestHead::parse(br#"{"model":"\ud83d\ude00"}"#).unwrap();
+        assert_eq!(h.model.as_deref(), Some("😀"));
+    }
+
+    #[test]
     fn deep_nesting_is_bounded() {
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
         assert!(matches!(
@@ -624,6 +736,7 @@ mod tests {
                         assert_eq!(h.stream, v["stream"].as_bool());
                     }
                     (Err(HeadError::NotAnObject), Ok(v)) => assert!(!v.is_object()),
+                    (Err(HeadError::Duplicate(_)), Ok(v)) => assert!(v.is_object()),
                     (Err(HeadError::Malformed(_)), Err(_)) => {}
                     (Err(HeadError::Malformed(_)), Ok(v))
                         if !v["model"].is_string() && !v["model"].is_null() => {}

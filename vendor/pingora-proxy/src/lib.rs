@@ -76,7 +76,11 @@ use pingora_core::protocols::{Digest, UniqueID};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RuntimeOpts, ShutdownWatch};
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
-use pingora_error::{Error, ErrorSource, ErrorType::*, OrErr, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, ErrorType::*, OrErr, Result};
+
+/// Switchyard patch (see vendor/PATCHES.md): the error type of a request abandoned
+/// through [`ProxyHttp::abandon_signal`].
+pub const ABANDONED: ErrorType = ErrorType::Custom("Abandoned");
 
 const TASK_BUFFER_SIZE: usize = 4;
 
@@ -347,17 +351,21 @@ where
             }
             Err(mut e) => {
                 e.as_down();
-                if matches!(e.etype, InvalidHTTPHeader) {
+                // Switchyard patch (see vendor/PATCHES.md): an oversized header is a 431,
+                // one that timed out a 408, and the proxy may write the answer.
+                let status = match &e.etype {
+                    InvalidHTTPHeader => Some(400),
+                    t if *t == pingora_core::protocols::http::v1::server::REQUEST_HEADER_TOO_LARGE => Some(431),
+                    t if *t == pingora_core::protocols::http::v1::server::REQUEST_HEADER_TIMEOUT => Some(408),
+                    _ => None,
+                };
+                if let Some(status) = status {
                     debug!(
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
-                    downstream_session
-                        .respond_error(400)
-                        .await
-                        .unwrap_or_else(|e| {
-                            error!("failed to send error response to downstream: {e}");
-                        });
+                    self.respond_early_error(&mut downstream_session, status, Some(&e))
+                        .await;
                 } else {
                     // otherwise the connection must be broken, no need to send anything
                     error!(
@@ -385,16 +393,36 @@ where
             .is_some_and(|opts| opts.allow_connect_method_proxying)
             && downstream_session.req_header().method == Method::CONNECT
         {
-            downstream_session
-                .respond_error(405)
-                .await
-                .unwrap_or_else(|e| {
-                    error!("failed to send error response to downstream: {e}");
-                });
+            self.respond_early_error(&mut downstream_session, 405, None)
+                .await;
             downstream_session.shutdown().await;
             return None;
         }
         Some(downstream_session)
+    }
+
+    /// Switchyard patch: writes the answer to a request that failed before any hook ran,
+    /// as [`ProxyHttp::early_error_response`] builds it (or Pingora's empty one).
+    async fn respond_early_error(
+        &self,
+        downstream_session: &mut HttpSession,
+        status: u16,
+        e: Option<&Error>,
+    ) where
+        SV: ProxyHttp + Send + Sync,
+    {
+        // A client that does not read its answer must not hold the connection open.
+        downstream_session.set_write_timeout(Some(Duration::from_secs(5)));
+        let res = match self.inner.early_error_response(status, e) {
+            Some((mut resp, body)) => {
+                let _ = resp.insert_header(header::CONTENT_LENGTH, body.len());
+                downstream_session.write_error_response(resp, body).await
+            }
+            None => downstream_session.respond_error(status).await,
+        };
+        res.unwrap_or_else(|e| {
+            debug!("failed to send error response to downstream: {e}");
+        });
     }
 
     // return bool: server_session can be reused, and error if any
@@ -1345,6 +1373,9 @@ where
                 session.cache.disable(reason);
             }
             let res = self.inner.fail_to_proxy(&mut session, e, &mut ctx).await;
+            // Switchyard patch (see vendor/PATCHES.md): honour the hook's word on reuse,
+            // as handle_error() does, so an error answer that said keep-alive keeps it.
+            server_reuse = res.can_reuse_downstream;
 
             // final error will have > 0 status unless downstream connection is dead
             if !self.inner.suppress_error_log(&session, &ctx, e) {

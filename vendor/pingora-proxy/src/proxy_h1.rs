@@ -513,6 +513,10 @@ where
 
         let mut next_upstream_task: Option<HttpTask> = None;
 
+        // Switchyard patch (see vendor/PATCHES.md): the proxy may abandon the request
+        // (for example when a shutdown's grace period ends) while it is relayed.
+        let mut abandon = self.inner.abandon_signal(ctx);
+
         /* duplex mode without caching
          * Read body from downstream while reading response from upstream
          * If response is done, only read body from downstream
@@ -557,6 +561,15 @@ where
             let upgraded = session.was_upgraded();
 
             tokio::select! {
+                _ = async {
+                    match abandon.as_mut() {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                }, if abandon.is_some() => {
+                    return Err(Error::explain(crate::ABANDONED, "the request was abandoned").into_in());
+                },
+
                 // only try to send to pipe if there is capacity to avoid deadlock
                 // Otherwise deadlock could happen if both upstream and downstream are blocked
                 // on sending to their corresponding pipes which are both full.

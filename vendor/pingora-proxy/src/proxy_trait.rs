@@ -708,6 +708,31 @@ pub trait ProxyHttp {
         Ok(())
     }
 
+    /// Switchyard patch (see vendor/PATCHES.md): the answer to a request that failed
+    /// before any other hook ran: a malformed header (400), a header over the size limit
+    /// (431), one that did not arrive in time (408), a CONNECT (405). `e` is the error
+    /// when there is one. Return the response header (without `Content-Length`, which
+    /// is set from the body) and its body; `None` sends Pingora's empty-bodied answer.
+    /// The connection is closed afterwards either way.
+    fn early_error_response(
+        &self,
+        _status: u16,
+        _e: Option<&Error>,
+    ) -> Option<(ResponseHeader, Bytes)> {
+        None
+    }
+
+    /// Switchyard patch (see vendor/PATCHES.md): a future that resolves when the request
+    /// being proxied must be abandoned while its response is still flowing (for example
+    /// when a shutdown's grace period ends). Called once per upstream attempt, just before
+    /// the response is relayed; when the future resolves, the proxy stops relaying and
+    /// reports an `Error` of type [`ABANDONED`](crate::ABANDONED) (source: internal) to
+    /// [`Self::fail_to_proxy`], which can still write to the client. `None` (the
+    /// default): never.
+    fn abandon_signal(&self, _ctx: &Self::CTX) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
+
     /// This callback is invoked every time request related error log needs to be generated
     ///
     /// Users can define what is important to be written about this request via the returned string.

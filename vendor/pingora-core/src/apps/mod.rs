@@ -89,6 +89,36 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    /// Switchyard patch (see vendor/PATCHES.md): close a downstream HTTP/1 connection
+    /// that sends no byte of a request for this long (on a new connection and between
+    /// kept-alive requests).
+    ///
+    /// Default: `None` (the keep-alive timeout alone decides)
+    pub h1_idle_timeout: Option<Duration>,
+
+    /// Switchyard patch: the whole HTTP/1 request header must arrive within this time of
+    /// its first byte, however slowly the bytes trickle in.
+    ///
+    /// Default: `None` (each read is bounded by the read timeout alone)
+    pub h1_header_timeout: Option<Duration>,
+
+    /// Switchyard patch: the largest HTTP/1 request header accepted, in bytes; a larger
+    /// one is refused with 431 by proxy services.
+    ///
+    /// Default: `None` (1 MiB)
+    pub h1_max_header_bytes: Option<usize>,
+}
+
+impl HttpServerOptions {
+    /// Switchyard patch: applies the HTTP/1 request header bounds to a session.
+    fn apply_h1_limits(&self, session: &mut ServerSession) {
+        session.set_request_header_limits(
+            self.h1_idle_timeout,
+            self.h1_header_timeout,
+            self.h1_max_header_bytes,
+        );
+    }
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -356,12 +386,18 @@ where
                 self.server_options()
                     .and_then(|opts| opts.keepalive_request_limit),
             );
+            if let Some(o) = self.server_options() {
+                o.apply_h1_limits(&mut session);
+            }
 
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
                 let mut session = ServerSession::new_http1(stream);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
+                }
+                if let Some(o) = self.server_options() {
+                    o.apply_h1_limits(&mut session);
                 }
 
                 result = self.process_new_http(session, shutdown).await;

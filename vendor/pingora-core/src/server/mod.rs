@@ -247,6 +247,9 @@ impl Server {
         match run_args.shutdown_signal.recv().await {
             ShutdownSignal::FastShutdown => {
                 info!("SIGINT received, exiting");
+                // Switchyard patch (see vendor/PATCHES.md): tell the services too, so
+                // their accept loops stop before the runtimes shut down under them.
+                let _ = self.shutdown_watch.send(true);
                 ShutdownType::Quick
             }
             ShutdownSignal::GracefulTerminate => {

@@ -29,16 +29,17 @@ use crate::protocols::Stream;
 #[cfg(unix)]
 use crate::server::ListenFds;
 use crate::server::{RuntimeOpts, ShutdownWatch};
+use crate::services::connection_limit::{Admission, ConnectionLimit};
 use crate::services::Service as ServiceTrait;
 
 use async_trait::async_trait;
-use log::{debug, error, info};
+use log::{debug, error, info, warn};
 use pingora_error::Result;
 use pingora_runtime::current_handle;
 use pingora_timeout::timeout;
 use std::fs::Permissions;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Override the runtime options used to run a listening service.
 pub type RuntimeOptsOverride = Arc<dyn Fn(&RuntimeOpts) -> Option<RuntimeOpts> + Send + Sync>;
@@ -53,6 +54,8 @@ pub struct Service<A> {
     runtime_opts_override: Option<RuntimeOptsOverride>,
     #[cfg(feature = "connection_filter")]
     connection_filter: Arc<dyn ConnectionFilter>,
+    /// Switchyard patch: the cap on open connections, if any.
+    connection_limit: Option<Arc<ConnectionLimit>>,
 }
 
 impl<A> Service<A> {
@@ -66,6 +69,7 @@ impl<A> Service<A> {
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
+            connection_limit: None,
         }
     }
 
@@ -80,6 +84,7 @@ impl<A> Service<A> {
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
+            connection_limit: None,
         }
     }
 
@@ -88,6 +93,13 @@ impl<A> Service<A> {
     /// Returning [`None`] from the override uses the global runtime options.
     pub fn set_runtime_opts_override(&mut self, override_fn: RuntimeOptsOverride) {
         self.runtime_opts_override = Some(override_fn);
+    }
+
+    /// Switchyard patch (see vendor/PATCHES.md): caps the connections open at once on all
+    /// endpoints of this service. A connection over the cap gets the limit's refusal
+    /// bytes and is closed.
+    pub fn set_connection_limit(&mut self, limit: Arc<ConnectionLimit>) {
+        self.connection_limit = Some(limit);
     }
 
     /// Set a custom connection filter for this service.
@@ -203,7 +215,9 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         app_logic: Arc<A>,
         mut stack: TransportStack,
         mut shutdown: ShutdownWatch,
+        limit: Option<Arc<ConnectionLimit>>,
     ) {
+        let mut failures = AcceptFailures::default();
         // the accept loop, until the system is shutting down
         loop {
             let new_io = tokio::select! { // TODO: consider biased for perf reason?
@@ -227,9 +241,31 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
             };
             match new_io {
                 Ok(io) => {
+                    failures.reset();
+                    let permit = match limit.as_ref().map(|l| l.admit()) {
+                        None => None,
+                        Some(Admission::Serve(p)) => Some(p),
+                        Some(Admission::Refuse(r)) => {
+                            current_handle().spawn(async move {
+                                // Switchyard patch: answer over the cap, then close.
+                                let _ = timeout(Duration::from_secs(2), async move {
+                                    use tokio::io::AsyncWriteExt;
+                                    if let Ok(mut s) = io.handshake().await {
+                                        let _ = s.write_all(r.refusal()).await;
+                                        let _ = s.flush().await;
+                                        let _ = s.shutdown().await;
+                                    }
+                                })
+                                .await;
+                            });
+                            continue;
+                        }
+                        Some(Admission::Drop) => continue,
+                    };
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
                     current_handle().spawn(async move {
+                        let _permit = permit;
                         let peer_addr = io.peer_addr();
                         match timeout(Duration::from_secs(60), io.handshake()).await {
                             Ok(handshake) => {
@@ -252,18 +288,23 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     });
                 }
                 Err(e) => {
-                    error!("Accept() failed {e}");
-                    if let Some(io_error) = e
-                        .root_cause()
-                        .downcast_ref::<std::io::Error>()
-                        .and_then(|e| e.raw_os_error())
-                    {
-                        // 24: too many open files. In this case accept() will continue return this
-                        // error without blocking, which could use up all the resources
-                        if io_error == 24 {
-                            // call sleep to calm the thread down and wait for others to release
-                            // some resources
-                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    // Switchyard patch (see vendor/PATCHES.md): an accept error while the
+                    // server or the socket's runtime is shutting down ends the loop (it
+                    // repeats without blocking forever, so the loop would spin a core
+                    // and never yield to the shutdown); any other error is logged at
+                    // most once a second and backs off, so a repeating one can neither
+                    // spin nor flood the log.
+                    if *shutdown.borrow() || is_runtime_shutting_down(&e) {
+                        info!("{} stops accepting: {e}", stack.as_str());
+                        break;
+                    }
+                    let pause = failures.record(&e, stack.as_str());
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.changed() => {
+                            if *shutdown.borrow() {
+                                break;
+                            }
                         }
                     }
                 }
@@ -271,6 +312,66 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         }
 
         stack.cleanup();
+    }
+}
+
+/// Switchyard patch: the message Tokio gives every I/O operation on a socket whose
+/// runtime is shutting down.
+const RUNTIME_SHUTTING_DOWN: &str = "A Tokio 1.x context was found, but it is being shutdown.";
+
+/// Switchyard patch: whether an accept error means the socket's runtime is going away.
+fn is_runtime_shutting_down(e: &pingora_error::Error) -> bool {
+    e.root_cause()
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.to_string() == RUNTIME_SHUTTING_DOWN)
+        || e.to_string().contains(RUNTIME_SHUTTING_DOWN)
+}
+
+/// Switchyard patch: consecutive accept failures, for a backoff and a rate-limited log.
+#[derive(Default)]
+struct AcceptFailures {
+    consecutive: u32,
+    last_log: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptFailures {
+    fn reset(&mut self) {
+        self.consecutive = 0;
+    }
+
+    /// Logs (at most once a second) and returns how long to pause before the next accept:
+    /// 10 ms doubling to 1 s; 1 s at once when out of file descriptors.
+    fn record(&mut self, e: &pingora_error::Error, endpoint: &str) -> Duration {
+        self.consecutive = self.consecutive.saturating_add(1);
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            if self.suppressed > 0 {
+                warn!(
+                    "Accept() failed on {endpoint}: {e} ({} more failures not logged)",
+                    self.suppressed
+                );
+            } else {
+                error!("Accept() failed on {endpoint}: {e}");
+            }
+            self.last_log = Some(now);
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+        let emfile = e
+            .root_cause()
+            .downcast_ref::<std::io::Error>()
+            .and_then(|e| e.raw_os_error())
+            == Some(24);
+        if emfile {
+            // 24: too many open files; wait for others to release some.
+            return Duration::from_secs(1);
+        }
+        Duration::from_millis(10 << self.consecutive.min(7).saturating_sub(1)).min(Duration::from_secs(1))
     }
 }
 
@@ -305,9 +406,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
                 let shutdown = shutdown.clone();
                 let my_app_logic = app_logic.clone();
                 let endpoint = endpoint.clone();
+                let limit = self.connection_limit.clone();
 
                 let jh = runtime.spawn(async move {
-                    Self::run_endpoint(my_app_logic, endpoint, shutdown).await;
+                    Self::run_endpoint(my_app_logic, endpoint, shutdown, limit).await;
                 });
 
                 handlers.push(jh);

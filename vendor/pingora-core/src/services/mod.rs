@@ -38,6 +38,8 @@ use crate::server::RuntimeOpts;
 use crate::server::ShutdownWatch;
 
 pub mod background;
+// Switchyard patch (see vendor/PATCHES.md): a cap on a service's open connections.
+pub mod connection_limit;
 pub mod listening;
 
 /// A notification channel for signaling when a service has become ready.

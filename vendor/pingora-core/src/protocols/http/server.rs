@@ -322,6 +322,25 @@ impl Session {
         }
     }
 
+    /// Switchyard patch (see vendor/PATCHES.md): bounds on reading an HTTP/1 request
+    /// header: the wait for its first byte (`idle`, then the connection closes quietly),
+    /// the time from its first byte to its end (`header`), and its size. Noop for h2,
+    /// subrequest and custom sessions.
+    pub fn set_request_header_limits(
+        &mut self,
+        idle: Option<Duration>,
+        header: Option<Duration>,
+        max_bytes: Option<usize>,
+    ) {
+        if let Self::H1(s) = self {
+            s.set_idle_timeout(idle);
+            s.set_header_timeout(header);
+            if let Some(m) = max_bytes {
+                s.set_max_header_bytes(m);
+            }
+        }
+    }
+
     /// Get the keepalive timeout. None if keepalive is disabled. Not applicable for h2 or
     /// subrequest
     pub fn get_keepalive(&self) -> Option<u64> {

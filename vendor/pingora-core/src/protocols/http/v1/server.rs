@@ -23,7 +23,7 @@ use http::{header, header::AsHeaderName, Method, Version};
 use log::{debug, trace, warn};
 use once_cell::sync::Lazy;
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
-use pingora_error::{Error, ErrorType::*, OrErr, Result};
+use pingora_error::{Error, ErrorType, ErrorType::*, OrErr, Result};
 use pingora_http::{IntoCaseHeaderName, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 use regex::bytes::Regex;
@@ -158,7 +158,25 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// Switchyard patch (see vendor/PATCHES.md): the longest wait for the first byte of a
+    /// request (on a new or a kept-alive connection); the connection is closed quietly
+    /// when it passes. Overrides the keep-alive timeout for that wait when set.
+    idle_timeout: Option<Duration>,
+    /// Switchyard patch: the whole request header must arrive within this time of its
+    /// first byte, however the bytes trickle in ([`REQUEST_HEADER_TIMEOUT`] past it).
+    header_timeout: Option<Duration>,
+    /// Switchyard patch: the largest request header accepted
+    /// ([`REQUEST_HEADER_TOO_LARGE`] past it).
+    max_header_bytes: usize,
 }
+
+/// Switchyard patch (see vendor/PATCHES.md): the error type of a request header over
+/// [`HttpSession::set_max_header_bytes`]; a server answers it with 431.
+pub const REQUEST_HEADER_TOO_LARGE: ErrorType = ErrorType::Custom("RequestHeaderTooLarge");
+
+/// Switchyard patch: the error type of a request header that did not arrive within
+/// [`HttpSession::set_header_timeout`] of its first byte; a server answers it with 408.
+pub const REQUEST_HEADER_TIMEOUT: ErrorType = ErrorType::Custom("RequestHeaderTimeout");
 
 impl HttpSession {
     /// Create a new http server session from an established (TCP or TLS) [`Stream`].
@@ -206,16 +224,64 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            idle_timeout: None,
+            header_timeout: None,
+            max_header_bytes: MAX_HEADER_SIZE,
         }
+    }
+
+    /// Switchyard patch (see vendor/PATCHES.md): the longest wait for the first byte of
+    /// the request; past it the connection is closed without an answer.
+    pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
+        self.idle_timeout = timeout;
+    }
+
+    /// Switchyard patch: the whole request header must arrive within `timeout` of its
+    /// first byte.
+    pub fn set_header_timeout(&mut self, timeout: Option<Duration>) {
+        self.header_timeout = timeout;
+    }
+
+    /// Switchyard patch: the largest request header accepted, in bytes (at most the
+    /// built-in limit of 1 MiB).
+    pub fn set_max_header_bytes(&mut self, max: usize) {
+        self.max_header_bytes = max.min(MAX_HEADER_SIZE);
     }
 
     async fn read_request_buf(
         &mut self,
         buf: &mut BytesMut,
         already_read: usize,
+        header_deadline: Option<tokio::time::Instant>,
     ) -> Result<Option<usize>> {
         let read_result = {
             let read_event = self.underlying_stream.read_buf(buf);
+            // Switchyard patch: the wait for the first byte is bounded by the idle
+            // timeout, the rest of the header by its deadline.
+            let idle = self.idle_timeout.filter(|_| already_read == 0);
+            let deadline = header_deadline.filter(|_| already_read > 0);
+            if let Some(d) = idle {
+                match timeout(d, read_event).await {
+                    Ok(res) => res,
+                    Err(_) => {
+                        debug!("idle timeout {d:?} reached before a request");
+                        return Ok(None);
+                    }
+                }
+            } else if let Some(at) = deadline {
+                match tokio::time::timeout_at(at, read_event).await {
+                    Ok(res) => res,
+                    Err(_) => {
+                        return Error::e_explain(
+                            REQUEST_HEADER_TIMEOUT,
+                            format!(
+                                "the request header did not arrive within {:?}",
+                                self.header_timeout.unwrap_or_default()
+                            ),
+                        );
+                    }
+                }
+            } else {
             match self.keepalive_timeout {
                 KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
                     Ok(res) => res,
@@ -238,6 +304,7 @@ impl HttpSession {
                     },
                     None => read_event.await,
                 },
+            }
             }
         };
 
@@ -304,14 +371,19 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        // Switchyard patch: the header's deadline runs from its first byte.
+        let mut header_deadline = self
+            .header_timeout
+            .filter(|_| already_read > 0)
+            .map(|t| tokio::time::Instant::now() + t);
         loop {
-            if already_read > MAX_HEADER_SIZE {
+            if already_read > self.max_header_bytes {
                 /* NOTE: this check only blocks second read. The first large read is allowed
                 since the buf is already allocated. The goal is to avoid slowly bloating
                 this buffer */
                 return Error::e_explain(
-                    InvalidHTTPHeader,
-                    format!("Request header larger than {MAX_HEADER_SIZE}"),
+                    REQUEST_HEADER_TOO_LARGE,
+                    format!("Request header larger than {}", self.max_header_bytes),
                 );
             }
 
@@ -323,7 +395,15 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
+            } else if let Some(n) = self
+                .read_request_buf(&mut buf, already_read, header_deadline)
+                .await?
+            {
+                if already_read == 0 {
+                    header_deadline = self
+                        .header_timeout
+                        .map(|t| tokio::time::Instant::now() + t);
+                }
                 already_read += n;
             } else {
                 return Ok(None);
@@ -336,6 +416,14 @@ impl HttpSession {
                 let parsed = parse_req_buffer(&mut req, &buf);
                 match parsed {
                     HeaderParseState::Complete(s) => {
+                        // Switchyard patch: a header that arrived in one large read is
+                        // held to the limit too.
+                        if s > self.max_header_bytes {
+                            return Error::e_explain(
+                                REQUEST_HEADER_TOO_LARGE,
+                                format!("Request header larger than {}", self.max_header_bytes),
+                            );
+                        }
                         self.raw_header = Some(BufRef(0, s));
 
                         // We have the header name and values we parsed to be just 0 copy Bytes
