@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 /// Fault injection, per request, through request headers (the gateway forwards them):
 ///
 ///   x-mock-status: CODE      answer with this status and an OpenAI error body
+///   x-mock-retry-after: V    with x-mock-status: send `Retry-After: V`
 ///   x-mock-delay-ms: N       wait N ms before sending the response header
 ///   x-mock-drop-after: N     drop the connection after N body chunks (streams) or
 ///                            after half the body (non-streamed)
@@ -42,7 +43,7 @@ use tokio::net::TcpListener;
     name = "mock-llm",
     version,
     about = "A fake OpenAI-compatible (vLLM-flavoured) inference server for tests and benchmarks.",
-    after_help = "FAULT INJECTION (request headers, forwarded by the gateway):\n  x-mock-status: CODE     answer with this status and an OpenAI error body\n  x-mock-delay-ms: N      wait N ms before the response header\n  x-mock-drop-after: N    drop the connection after N body chunks (non-streamed: after half the body)\n  x-mock-tokens: N        generate N tokens\n  x-mock-ttft-ms: N       time to first token\n  x-mock-itl-ms: N        time between tokens\n\nGET /stats returns {\"requests\", \"received_bytes\", \"bodies\":[{\"len\",\"sha256\"}], \"last_headers\"}; DELETE /stats resets it."
+    after_help = "FAULT INJECTION (request headers, forwarded by the gateway):\n  x-mock-status: CODE     answer with this status and an OpenAI error body\n  x-mock-retry-after: V   with x-mock-status: send Retry-After: V\n  x-mock-delay-ms: N      wait N ms before the response header\n  x-mock-drop-after: N    drop the connection after N body chunks (non-streamed: after half the body)\n  x-mock-tokens: N        generate N tokens\n  x-mock-ttft-ms: N       time to first token\n  x-mock-itl-ms: N        time between tokens\n\nGET /stats returns {\"requests\", \"received_bytes\", \"bodies\":[{\"len\",\"sha256\"}], \"last_headers\", \"last_uri\"}; DELETE /stats resets it."
 )]
 struct Args {
     /// Address to listen on (port 0 picks one; the address is printed on stdout).
@@ -63,6 +64,12 @@ struct Args {
     /// Answer every inference request with this status (to test fallbacks).
     #[arg(long)]
     fail_status: Option<u16>,
+    /// Drop every connection after this many body chunks, as `x-mock-drop-after` does.
+    #[arg(long)]
+    drop_after: Option<u64>,
+    /// With a failure status: send `Retry-After` with this many seconds.
+    #[arg(long)]
+    retry_after: Option<u64>,
     /// Dimensions of embedding vectors.
     #[arg(long, default_value_t = 8)]
     embedding_dim: usize,
@@ -78,6 +85,7 @@ struct Args {
 struct Stats {
     bodies: Vec<(usize, String)>,
     last_headers: BTreeMap<String, String>,
+    last_uri: String,
 }
 
 struct Mock {
@@ -162,6 +170,7 @@ impl Mock {
                     "received_bytes": self.received.load(Ordering::Relaxed),
                     "bodies": bodies,
                     "last_headers": s.last_headers,
+                    "last_uri": s.last_uri,
                 });
                 return Ok(json_response(
                     200,
@@ -204,6 +213,7 @@ impl Mock {
             }
             s.bodies
                 .push((body.len(), hex::encode(Sha256::digest(&body))));
+            s.last_uri = parts.uri.to_string();
             s.last_headers = parts
                 .headers
                 .iter()
@@ -229,7 +239,16 @@ impl Mock {
                 None,
                 Some("mock_fault"),
             );
-            return Ok(json_response(code, e));
+            let mut r = json_response(code, e);
+            let retry_after = parts
+                .headers
+                .get("x-mock-retry-after")
+                .cloned()
+                .or_else(|| self.args.retry_after.map(hyper::header::HeaderValue::from));
+            if let Some(v) = retry_after {
+                r.headers_mut().insert("retry-after", v);
+            }
+            return Ok(r);
         }
 
         let v: serde_json::Value = match serde_json::from_slice(&body) {
@@ -259,7 +278,7 @@ impl Mock {
             return Ok(json_response(404, e));
         }
         let prompt = mockgen::estimate_prompt_tokens(body.len());
-        let drop_after = header_u64(&parts, "x-mock-drop-after");
+        let drop_after = header_u64(&parts, "x-mock-drop-after").or(self.args.drop_after);
         let Some(kind) = kind else {
             let n = mockgen::embedding_inputs(&body);
             let seed = body
