@@ -90,6 +90,10 @@ impl UsageScanner {
 
     /// Feeds the next chunk of the response.
     pub fn feed(&mut self, chunk: &[u8]) {
+        if chunk.is_empty() {
+            // Nothing to see; in particular, keep the tail of a key split across chunks.
+            return;
+        }
         let mut i = 0;
         while i < chunk.len() {
             match self.state {
@@ -438,6 +442,19 @@ mod tests {
         for at in 0..=doc.len() {
             assert_eq!(scan_split(&doc, at), want, "split at {at}");
         }
+    }
+
+    /// Found by the property tests: an empty chunk between the two halves of a split
+    /// key made the scanner forget the first half.
+    #[test]
+    fn an_empty_chunk_keeps_a_split_key() {
+        let doc = format!(r#"{{"choices":[],{U}}}"#);
+        let at = doc.find("usage").unwrap();
+        let mut s = UsageScanner::new();
+        s.feed(&doc.as_bytes()[..at]);
+        s.feed(b"");
+        s.feed(&doc.as_bytes()[at..]);
+        assert_eq!(s.usage().map(|u| u.total_tokens), Some(12));
     }
 
     #[test]
