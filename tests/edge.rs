@@ -879,3 +879,28 @@ async fn rate_limited_everywhere_is_a_429_with_the_smallest_retry_after() {
     assert_eq!(error_of(&body)["code"], "upstream_rate_limited");
     assert_eq!(a.requests().await + b.requests().await, 2);
 }
+
+/// The connection cap itself (vendored pingora-core patch): slots free on drop, and
+/// refusals being written at once are bounded.
+#[test]
+fn connection_cap_admits_refuses_and_bounds_refusals() {
+    use pingora_core::services::connection_limit::{Admission, ConnectionLimit, MAX_REFUSING};
+    let l = ConnectionLimit::new(2, bytes::Bytes::from_static(b"no"));
+    let a = l.admit();
+    let b = l.admit();
+    assert!(matches!(a, Admission::Serve(_)) && matches!(b, Admission::Serve(_)));
+    assert_eq!(l.open(), 2);
+    let mut refusing = Vec::new();
+    for _ in 0..MAX_REFUSING {
+        let r = l.admit();
+        assert!(matches!(&r, Admission::Refuse(p) if p.refusal() == "no"));
+        refusing.push(r);
+    }
+    assert!(matches!(l.admit(), Admission::Drop), "too many refusals at once");
+    assert_eq!(l.refused(), MAX_REFUSING as u64 + 1);
+    refusing.clear();
+    assert!(matches!(l.admit(), Admission::Refuse(_)));
+    drop(a);
+    assert_eq!(l.open(), 1);
+    assert!(matches!(l.admit(), Admission::Serve(_)));
+}
