@@ -896,11 +896,110 @@ fn connection_cap_admits_refuses_and_bounds_refusals() {
         assert!(matches!(&r, Admission::Refuse(p) if p.refusal() == "no"));
         refusing.push(r);
     }
-    assert!(matches!(l.admit(), Admission::Drop), "too many refusals at once");
+    assert!(
+        matches!(l.admit(), Admission::Drop),
+        "too many refusals at once"
+    );
     assert_eq!(l.refused(), MAX_REFUSING as u64 + 1);
     refusing.clear();
     assert!(matches!(l.admit(), Admission::Refuse(_)));
     drop(a);
     assert_eq!(l.open(), 1);
     assert!(matches!(l.admit(), Admission::Serve(_)));
+}
+
+/// An upstream that answers each request on a connection and then closes it a moment
+/// later without saying so (as an upstream with a short keep-alive timeout does).
+/// Returns its address, the count of requests it received and of connections it closed.
+async fn closing_upstream() -> (String, Counter, Counter) {
+    use std::sync::atomic::Ordering;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap().to_string();
+    let n = Counter::default();
+    let closed = Counter::default();
+    let count = n.clone();
+    let closes = closed.clone();
+    let body = r#"{"id":"x","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+    let serve = async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let count = count.clone();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // One request: the header, then Content-Length bytes.
+            let done = loop {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break false,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+                if let Some(h) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..h]).to_ascii_lowercase();
+                    let len: usize =
+                        header_of(&head, "content-length").map_or(0, |v| v.parse().unwrap());
+                    if buf.len() >= h + 4 + len {
+                        break true;
+                    }
+                }
+            };
+            if !done {
+                continue;
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(s);
+            closes.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    // The test's runtime ends the task with the test.
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(serve);
+    (a, n, closed)
+}
+
+type Counter = std::sync::Arc<std::sync::atomic::AtomicU64>;
+
+/// A pooled connection the upstream closed is noticed when it is taken from the pool:
+/// the next request goes out on a fresh connection, once, with no error and no resend.
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_not_used() {
+    use std::sync::atomic::Ordering;
+    let (up, n, closed) = closing_upstream().await;
+    let cfg = format!(
+        "{}\n[[providers]]\nname = \"up\"\nkind = \"openai-compatible\"\nbase_url = \"http://{up}/v1\"\napi_key = \"sk-test-up\"\nmodels = [\"m\"]\n",
+        server("")
+    );
+    let gw = Gateway::start(&cfg).await;
+    for i in 1..=3u64 {
+        let (s, _, body) = post(&gw.url("/v1/chat/completions"), &chat("m", false)).await;
+        assert_eq!(s, 200, "request {i}: {body}");
+        assert_eq!(
+            n.load(Ordering::SeqCst),
+            i,
+            "request {i} reached the upstream twice"
+        );
+        // The upstream closes the connection the gateway pooled.
+        let closed = closed.clone();
+        wait_for("the upstream to close", Duration::from_secs(5), || {
+            let closed = closed.clone();
+            async move { (closed.load(Ordering::SeqCst) >= i).then_some(()) }
+        })
+        .await;
+    }
+    assert_eq!(
+        gw.metric_sum("switchyard_upstream_resends_total", &[])
+            .await,
+        0.0
+    );
+    assert_eq!(
+        gw.metric_sum("switchyard_upstream_errors_total", &[]).await,
+        0.0,
+        "a dead pooled connection surfaced as an error"
+    );
 }
