@@ -133,7 +133,7 @@ def nginx_proxy(port, up):
     return p
 
 
-def switchyard(port, admin, up, extra="", key=None):
+def switchyard(port, admin, up, extra="", key=None, binary=None):
     cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     cfg.write(f"""[server]
 listen = "127.0.0.1:{port}"
@@ -153,7 +153,7 @@ access = {str(os.environ.get("SY_ACCESS_LOG", "true")).lower()}
 {extra}
 """)
     cfg.close()
-    p = start([os.path.join(TARGET, "release", "switchyard"), "--config", cfg.name])
+    p = start([binary or os.path.join(TARGET, "release", "switchyard"), "--config", cfg.name])
     wait_http(f"http://127.0.0.1:{admin}/health")
     end = time.time() + 20
     while time.time() < end:
@@ -366,6 +366,8 @@ def main():
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", help="also write the Markdown report here")
+    ap.add_argument("--baseline", help="another switchyard binary (an earlier build) measured side by side "
+                                       "as 'baseline' in the chat and stream parts")
     a = ap.parse_args()
     if a.quick:
         a.duration, a.rounds, a.streams = 3, 1, ""
@@ -385,6 +387,11 @@ def main():
     n2 = nginx_proxy(nxm, mk)
     b2 = bare(bym, mk)
     s2 = switchyard(sym, syma, mk)
+    base = {}
+    if a.baseline:
+        for mode, upstream in (("chat", up), ("stream", mk)):
+            bp, bpa = free_port(), free_port()
+            base[mode] = (bp, switchyard(bp, bpa, upstream, binary=a.baseline))
 
     lines = []
 
@@ -411,6 +418,9 @@ def main():
                        "pingora": (f"http://127.0.0.1:{bym}/v1/chat/completions", b2.pid),
                        "switchyard": (f"http://127.0.0.1:{sym}/v1/chat/completions", s2.pid)}
             emit("## Streaming chat, 16-token SSE streams (upstream: mock-llm)")
+        if mode in base:
+            port, proc = base[mode]
+            targets["baseline"] = (f"http://127.0.0.1:{port}/v1/chat/completions", proc.pid)
         emit()
         emit("| conns | target | req/s | p50 ms | p99 ms | CPU µs/req | vs nginx | vs bare pingora | vs direct |")
         emit("|---|---|---|---|---|---|---|---|---|")
@@ -420,6 +430,9 @@ def main():
                 ratio = lambda other: f"{rps / med[other][0]:.2f}x" if other in med and other != name else ""
                 emit(f"| {c} | {name} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | "
                      f"{'' if cpu_us is None else f'{cpu_us:.1f}'} | {ratio('nginx')} | {ratio('pingora')} | {ratio('direct')} |")
+            if "baseline" in med:
+                emit(f"| {c} | switchyard vs baseline | {med['switchyard'][0] / med['baseline'][0]:.2f}x | | | "
+                     f"{med['switchyard'][3] - med['baseline'][3]:+.1f} µs | | | |")
     if a.only in (None, "tenancy"):
         ensure_redis()
         rp, sc, sca = free_port(), free_port(), free_port()

@@ -1869,6 +1869,104 @@ mod tests {
     }
 
     #[test]
+    fn ip_networks() {
+        let n = IpNet::parse("10.0.0.0/8").unwrap();
+        assert!(n.contains("10.200.0.1".parse().unwrap()));
+        assert!(!n.contains("11.0.0.1".parse().unwrap()));
+        assert!(
+            n.contains("::ffff:10.0.0.1".parse().unwrap()),
+            "IPv4-mapped"
+        );
+        let one = IpNet::parse("192.168.1.7").unwrap();
+        assert!(one.contains("192.168.1.7".parse().unwrap()));
+        assert!(!one.contains("192.168.1.8".parse().unwrap()));
+        let v6 = IpNet::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains("2001:db8:1::1".parse().unwrap()));
+        assert!(!v6.contains("10.0.0.1".parse().unwrap()));
+        assert!(IpNet::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        for bad in ["", "10.0.0.0/33", "host", "10.0.0/8"] {
+            assert!(IpNet::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        assert_eq!(
+            mask_userinfo("redis://user:hunter2@h:6379/0"),
+            "redis://***@h:6379/0"
+        );
+        assert_eq!(mask_userinfo("https://h/v1?a=b@c"), "https://h/v1?a=b@c");
+        assert_eq!(mask_userinfo("no-scheme"), "no-scheme");
+        assert!(holds_secret("providers[0].api_key"));
+        assert!(holds_secret("auth.keys[2].key"));
+        assert!(holds_secret("redis.url"));
+        assert!(holds_secret("local.extra_headers.x-token"));
+        assert!(!holds_secret("server.threads"));
+        assert_eq!(
+            without_quoted("invalid type: integer `123`, expected a string"),
+            "invalid type: integer (value not shown), expected a string"
+        );
+        let e = Settings::from_toml(
+            "[[providers]]\nname = \"p\"\nkind = \"openai\"\napi_key = 424242\n",
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "providers[0].api_key");
+        assert!(!e.to_string().contains("424242"), "{e}");
+    }
+
+    #[test]
+    fn credentials_that_cannot_be_sent_are_problems_not_errors() {
+        let env = |k: &str| (k == "K").then(|| "sk-abc\n".to_string());
+        let s = Settings::from_toml(
+            "[[providers]]\nname = \"p\"\nkind = \"openai\"\napi_key_env = \"K\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(s.problems.len(), 1);
+        assert_eq!(s.problems[0].path, "providers[0].api_key_env");
+        assert!(!s.problems[0].to_string().contains("sk-abc"));
+        let env = |k: &str| (k == "GROQ_API_KEY").then(|| "gsk\r".to_string());
+        let s = Settings::from_toml("", &env).unwrap();
+        assert_eq!(s.problems[0].path, "GROQ_API_KEY");
+    }
+
+    #[test]
+    fn edge_limits_out_of_range_name_the_field() {
+        for (cfg, field) in [
+            (
+                "[server]\nclient_idle_timeout_secs = 0\n",
+                "server.client_idle_timeout_secs",
+            ),
+            (
+                "[server]\nmax_client_connections = 0\n",
+                "server.max_client_connections",
+            ),
+            (
+                "[server]\nmax_request_header_bytes = 10\n",
+                "server.max_request_header_bytes",
+            ),
+            (
+                "[server]\nmax_model_name_bytes = 0\n",
+                "server.max_model_name_bytes",
+            ),
+            (
+                "[server]\ntrusted_proxies = [\"nope\"]\n",
+                "server.trusted_proxies[0]",
+            ),
+            (
+                "[server]\nclient_body_min_rate_bytes_per_sec = 0\n",
+                "server.client_body_min_rate_bytes_per_sec",
+            ),
+        ] {
+            let e = Settings::from_toml(cfg, &no_env).unwrap_err();
+            assert_eq!(e.path, field, "{cfg}");
+        }
+    }
+
+    #[test]
     fn base_url_parsing() {
         let u = BaseUrl::parse("https://api.groq.com/openai/v1/", "x").unwrap();
         assert_eq!((u.tls, u.port, u.path.as_str()), (true, 443, "/openai/v1"));

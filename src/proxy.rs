@@ -97,6 +97,26 @@ fn forwarded_query(query: &str, allow: &[String]) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
+/// Writes `ip` in its usual text form; IPv4 without the formatting machinery (this runs
+/// for every proxied request).
+fn write_ip(out: &mut arrayvec::ArrayString<48>, ip: std::net::IpAddr) {
+    use std::fmt::Write as _;
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut n = itoa::Buffer::new();
+            for (i, o) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(n.format(*o));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// `X-Forwarded-For` for the upstream: the client's address, appended to what the client
 /// sent only when the client is a trusted proxy.
 fn forwarded_for(
@@ -104,10 +124,9 @@ fn forwarded_for(
     sent: Option<&HeaderValue>,
     trusted: &[crate::config::IpNet],
 ) -> Option<HeaderValue> {
-    use std::fmt::Write as _;
     let ip = client?;
     let mut v = arrayvec::ArrayString::<48>::new();
-    let _ = write!(v, "{ip}");
+    write_ip(&mut v, ip);
     match sent.filter(|_| trusted.iter().any(|n| n.contains(ip))) {
         Some(prev) if !prev.is_empty() => {
             let mut joined = Vec::with_capacity(prev.len() + 2 + v.len());
@@ -447,18 +466,20 @@ fn count_request(
 
 /// How long a request body may take: `base` plus its size at `min_rate` bytes per
 /// second (the declared size, or for a chunked body what arrived so far plus one more
-/// 64 KiB), so a body trickled in byte by byte cannot hold the connection.
+/// 64 KiB), so a body trickled in byte by byte cannot hold the connection. Each read
+/// is also bounded by `read_timeout`.
 #[derive(Debug, Clone, Copy)]
 struct BodyPace {
-    start: tokio::time::Instant,
+    start: Instant,
     base: Duration,
     min_rate: u64,
+    read_timeout: Duration,
 }
 
 impl BodyPace {
-    fn deadline(&self, bytes: usize) -> tokio::time::Instant {
-        let allowed = self.base + Duration::from_secs_f64(bytes as f64 / self.min_rate as f64);
-        self.start + allowed
+    fn allowed(&self, bytes: usize) -> Duration {
+        let micros = (bytes as u64).saturating_mul(1_000_000) / self.min_rate.max(1);
+        self.base + Duration::from_micros(micros)
     }
 }
 
@@ -491,15 +512,30 @@ async fn read_body(
     let mut first: Option<Bytes> = None;
     let mut buf: Option<BytesMut> = None;
     let mut so_far = 0usize;
+    let mut reads = 0u32;
     loop {
-        let deadline = pace.deadline(declared.unwrap_or(so_far + 64 * 1024));
-        let chunk = match tokio::time::timeout_at(deadline, session.read_request_body()).await {
-            Ok(r) => r.map_err(|e| match e.etype() {
+        // The read timeout is what is left of the body's time (at most the per-read
+        // timeout), so Pingora's one timer per read bounds both. The first read starts
+        // with all of it: no clock read on the common path of a body that came with the
+        // header.
+        let allowed = pace.allowed(declared.unwrap_or(so_far + 64 * 1024));
+        let left = if reads == 0 {
+            allowed
+        } else {
+            allowed.saturating_sub(pace.start.elapsed())
+        };
+        if left.is_zero() {
+            return Err(GatewayError::ClientTimeout("body"));
+        }
+        reads += 1;
+        session.set_read_timeout(Some(left.min(pace.read_timeout)));
+        let chunk = session
+            .read_request_body()
+            .await
+            .map_err(|e| match e.etype() {
                 ErrorType::ReadTimedout => GatewayError::ClientTimeout("body"),
                 t => GatewayError::BodyRead(t.as_str().to_string()),
-            })?,
-            Err(_) => return Err(GatewayError::ClientTimeout("body")),
-        };
+            })?;
         let Some(chunk) = chunk else { break };
         if so_far + chunk.len() > limit {
             return Err(GatewayError::BodyTooLarge(limit));
@@ -523,6 +559,7 @@ async fn read_body(
             break;
         }
     }
+    session.set_read_timeout(Some(pace.read_timeout));
     Ok(match buf {
         Some(b) => b.freeze(),
         None => first.unwrap_or_default(),
@@ -1042,7 +1079,9 @@ impl ProxyHttp for Gateway {
         &self,
         ctx: &Self::CTX,
     ) -> Option<futures_util::future::BoxFuture<'static, ()>> {
-        if !ctx.endpoint.is_some_and(Endpoint::is_inference) {
+        // Streams only: one cut at the end of the grace period gets an SSE error event;
+        // a whole answer cut short is already an unmistakable failure for its client.
+        if !ctx.stream {
             return None;
         }
         let mut rx = self.hub.abandon.subscribe();
@@ -1162,12 +1201,12 @@ impl ProxyHttp for Gateway {
         ctx.tenant = Some(tenant.clone());
 
         let server = &self.hub.settings.server;
-        session.set_read_timeout(Some(server.client_read_timeout));
         let read_start = Instant::now();
         let pace = BodyPace {
-            start: tokio::time::Instant::now(),
+            start: read_start,
             base: server.client_body_timeout,
             min_rate: server.client_body_min_rate,
+            read_timeout: server.client_read_timeout,
         };
         let body = match read_body(session, snap.max_body, pace).await {
             Ok(b) => b,
@@ -2037,5 +2076,75 @@ impl Gateway {
         if !self.hub.access_log.write(&line) {
             self.hub.metrics.log_dropped.inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_keep_only_allowed_parameters() {
+        let allow = vec!["api-version".to_string()];
+        assert_eq!(forwarded_query("api_key=sk&x=1", &[]), None);
+        assert_eq!(forwarded_query("api_key=sk&x=1", &allow), None);
+        assert_eq!(
+            forwarded_query("api_key=sk&api-version=2024-10-21&x", &allow).as_deref(),
+            Some("api-version=2024-10-21")
+        );
+        assert_eq!(
+            forwarded_query("api-version", &allow).as_deref(),
+            Some("api-version")
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_the_gateways_unless_the_client_is_trusted() {
+        let client: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        let sent = HeaderValue::from_static("6.6.6.6");
+        let trusted = vec![crate::config::IpNet::parse("10.0.0.0/8").unwrap()];
+        assert_eq!(
+            forwarded_for(Some(client), Some(&sent), &[]).unwrap(),
+            "10.1.2.3"
+        );
+        assert_eq!(
+            forwarded_for(Some(client), Some(&sent), &trusted).unwrap(),
+            "6.6.6.6, 10.1.2.3"
+        );
+        assert_eq!(
+            forwarded_for(Some(client), None, &trusted).unwrap(),
+            "10.1.2.3"
+        );
+        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(forwarded_for(Some(v6), None, &[]).unwrap(), "2001:db8::1");
+        assert!(forwarded_for(None, Some(&sent), &trusted).is_none());
+        let mut s = arrayvec::ArrayString::<48>::new();
+        write_ip(&mut s, "255.0.10.1".parse().unwrap());
+        assert_eq!(s.as_str(), "255.0.10.1");
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut r = ResponseHeader::build(429, None).unwrap();
+        assert_eq!(retry_after_secs(&r), None);
+        r.insert_header("retry-after", "7").unwrap();
+        assert_eq!(retry_after_secs(&r), Some(7));
+        r.insert_header("retry-after", "1.2").unwrap();
+        assert_eq!(retry_after_secs(&r), Some(2));
+        r.insert_header("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")
+            .unwrap();
+        assert_eq!(retry_after_secs(&r), Some(1));
+    }
+
+    #[test]
+    fn body_pace_grows_with_size() {
+        let p = BodyPace {
+            start: Instant::now(),
+            base: Duration::from_secs(10),
+            min_rate: 1000,
+            read_timeout: Duration::from_secs(60),
+        };
+        assert_eq!(p.allowed(0), Duration::from_secs(10));
+        assert_eq!(p.allowed(5000), Duration::from_secs(15));
     }
 }
