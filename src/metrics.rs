@@ -12,6 +12,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use switchyard_filters::endpoint::PerEndpoint;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -189,12 +190,9 @@ pub struct ProviderCounters {
     pub completion_tokens: IntCounter,
     /// `switchyard_fallbacks_total{provider}`
     pub fallbacks: IntCounter,
-    /// `switchyard_request_duration_seconds{provider,endpoint}` by endpoint slot.
-    pub duration: [Histogram; 5],
+    /// `switchyard_request_duration_seconds{provider,endpoint}`.
+    pub duration: PerEndpoint<Histogram>,
 }
-
-/// Endpoint labels in the order of [`ProviderCounters::duration`].
-pub const ENDPOINT_LABELS: [&str; 5] = ["chat", "completions", "embeddings", "models", "other"];
 
 impl ProviderCounters {
     /// Resolves the handles for provider `name`.
@@ -207,7 +205,7 @@ impl ProviderCounters {
             prompt_tokens: m.tokens.with_label_values(&[name, "prompt"]),
             completion_tokens: m.tokens.with_label_values(&[name, "completion"]),
             fallbacks: m.fallbacks.with_label_values(&[name]),
-            duration: ENDPOINT_LABELS.map(|e| m.duration.with_label_values(&[name, e])),
+            duration: PerEndpoint::new(|e| m.duration.with_label_values(&[name, e.label()])),
         }
     }
 

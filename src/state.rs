@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use pingora_core::protocols::ALPN;
 use pingora_core::services::connection_limit::ConnectionLimit;
 use pingora_core::upstreams::peer::HttpPeer;
-use switchyard_filters::endpoint::Endpoint;
+use switchyard_filters::endpoint::PerEndpoint;
 use switchyard_filters::glob::Pattern;
 use switchyard_filters::route::{Class, RouteProvider, RouteTable, Strategy};
 
@@ -83,10 +83,8 @@ pub struct Upstream {
     pub host: HeaderValue,
     /// The API root path (`/v1`, `/openai/v1`, …).
     pub base_path: String,
-    /// Upstream URI per endpoint, in the order of [`endpoint_slot`].
-    pub uris: [Uri; 4],
-    /// Whether each URI equals the client's standard `/v1/...` path (nothing to rewrite).
-    pub uri_is_standard: [bool; 4],
+    /// Where each endpoint's requests go upstream.
+    pub targets: PerEndpoint<Target>,
     /// `Authorization` header value (marked sensitive).
     pub auth: Option<HeaderValue>,
     /// Headers added to every request.
@@ -100,15 +98,13 @@ pub struct Upstream {
     pub forward_query: Vec<String>,
 }
 
-/// Index of an endpoint in [`Upstream::uris`].
-pub fn endpoint_slot(e: Endpoint) -> usize {
-    match e {
-        Endpoint::Chat => 0,
-        Endpoint::Completions => 1,
-        Endpoint::Embeddings => 2,
-        Endpoint::Models | Endpoint::Model => 3,
-        Endpoint::Health => 4,
-    }
+/// The upstream path of one endpoint.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The URI requests go to (`<base path><suffix>`).
+    pub uri: Uri,
+    /// Whether it equals the client's standard `/v1/...` path (nothing to rewrite).
+    pub standard: bool,
 }
 
 /// An in-process mock provider's behaviour.
@@ -885,27 +881,21 @@ fn build_upstream(
     });
     let host =
         HeaderValue::from_str(&url.authority()).map_err(|_| format!("bad host {}", url.host))?;
-    let mk = |suffix: &str| -> Result<Uri, String> {
-        format!("{base_path}{suffix}")
+    let mut bad = None;
+    let targets = PerEndpoint::new(|e| {
+        let suffix = e.upstream_suffix();
+        let uri = format!("{base_path}{suffix}")
             .parse::<Uri>()
-            .map_err(|e| format!("bad upstream path {base_path}{suffix}: {e}"))
-    };
-    let suffixes = [
-        "/chat/completions",
-        "/completions",
-        "/embeddings",
-        "/models",
-    ];
-    let mut uris: Vec<Uri> = Vec::with_capacity(4);
-    let mut standard = [false; 4];
-    for (i, s) in suffixes.iter().enumerate() {
-        let u = mk(s)?;
-        standard[i] = u.path() == format!("/v1{s}");
-        uris.push(u);
+            .unwrap_or_else(|err| {
+                bad = Some(format!("bad upstream path {base_path}{suffix}: {err}"));
+                Uri::from_static("/")
+            });
+        let standard = uri.path() == format!("/v1{suffix}");
+        Target { uri, standard }
+    });
+    if let Some(e) = bad {
+        return Err(e);
     }
-    let uris: [Uri; 4] = uris
-        .try_into()
-        .map_err(|_| "internal: uri table".to_string())?;
     // A credential that cannot be sent leaves this provider out (see `up_disabled`),
     // never the whole snapshot.
     let mut credential_invalid = false;
@@ -935,8 +925,7 @@ fn build_upstream(
         peer,
         host,
         base_path: base_path.to_string(),
-        uris,
-        uri_is_standard: standard,
+        targets,
         auth,
         extra_headers,
         display: format!(

@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use crate::endpoint::Endpoint;
 use crate::head::RequestHead;
 
-/// What the cache does for one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the cache does for one request. The default is [`CachePolicy::OFF`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CachePolicy {
     /// Look the answer up (and wait on an identical request in flight).
     pub lookup: bool,

@@ -18,6 +18,21 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every endpoint, in the order of [`Endpoint::index`].
+    pub const ALL: [Endpoint; 6] = [
+        Self::Chat,
+        Self::Completions,
+        Self::Embeddings,
+        Self::Models,
+        Self::Model,
+        Self::Health,
+    ];
+
+    /// This endpoint's position in [`Endpoint::ALL`] (and in a [`PerEndpoint`] table).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The path below the API root that this endpoint has upstream (after `/v1`).
     pub fn upstream_suffix(self) -> &'static str {
         match self {
@@ -43,6 +58,30 @@ impl Endpoint {
     /// Whether requests to this endpoint carry a JSON body with a `model`.
     pub fn is_inference(self) -> bool {
         matches!(self, Self::Chat | Self::Completions | Self::Embeddings)
+    }
+}
+
+/// One value per endpoint: the single table that per-endpoint facts (upstream paths,
+/// metric handles) live in, indexed by [`Endpoint`].
+#[derive(Debug, Clone)]
+pub struct PerEndpoint<T>([T; Endpoint::ALL.len()]);
+
+impl<T> PerEndpoint<T> {
+    /// A table with `f(endpoint)` for every endpoint.
+    pub fn new(f: impl FnMut(Endpoint) -> T) -> Self {
+        Self(Endpoint::ALL.map(f))
+    }
+
+    /// Each endpoint with its value.
+    pub fn iter(&self) -> impl Iterator<Item = (Endpoint, &T)> {
+        Endpoint::ALL.into_iter().zip(self.0.iter())
+    }
+}
+
+impl<T> std::ops::Index<Endpoint> for PerEndpoint<T> {
+    type Output = T;
+    fn index(&self, e: Endpoint) -> &T {
+        &self.0[e.index()]
     }
 }
 
@@ -108,5 +147,15 @@ mod tests {
         );
         assert_eq!(classify(b"POST", "/v2/x"), Err(Unrouted::Path));
         assert_eq!(classify(b"GET", "/"), Err(Unrouted::Path));
+    }
+
+    #[test]
+    fn per_endpoint_tables_index_by_endpoint() {
+        let t = PerEndpoint::new(Endpoint::label);
+        for (i, e) in Endpoint::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i);
+            assert_eq!(t[*e], e.label());
+        }
+        assert_eq!(t.iter().count(), Endpoint::ALL.len());
     }
 }
