@@ -3,7 +3,7 @@
 //! - [`config`]: file and runtime configuration, validation
 //! - [`state`]: the immutable snapshot the hot path reads, and the hub that swaps it
 //! - [`proxy`]: the `ProxyHttp` implementation (the request's path through the phases)
-//! - [`builtin`]: the in-process `mock` provider
+//! - [`providers`]: how providers are reached (HTTP upstreams, the in-process mock)
 //! - [`admin`]: health, readiness, in-flight counts, metrics, inference stats
 //! - [`background`]: model discovery and DNS refresh
 //! - [`metrics`], [`accesslog`]: observability
@@ -18,11 +18,11 @@
 pub mod accesslog;
 pub mod admin;
 pub mod background;
-pub mod builtin;
 pub mod cache;
 pub mod config;
 pub mod metrics;
 pub mod mockgen;
+pub mod providers;
 pub mod proxy;
 pub mod server;
 pub mod state;

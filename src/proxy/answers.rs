@@ -18,8 +18,8 @@ use super::body::drain_small_body;
 use super::ctx::{CacheStatus, Ctx};
 use super::failure::sse_error_event;
 use super::{Gateway, X_REQUEST_ID};
-use crate::builtin::{self, MockRequest};
 use crate::cache::{Follower, Kind};
+use crate::providers::mock::{self, MockRequest};
 use crate::state::{MockSpec, Snapshot};
 
 static X_PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
@@ -199,7 +199,7 @@ impl Gateway {
             request_id: ctx.request_id.to_str().unwrap_or(""),
             abandon: self.hub.abandon.subscribe(),
         };
-        let usage = builtin::answer(session, &spec, req).await?;
+        let usage = mock::answer(session, &spec, req).await?;
         ctx.tap.usage = Some(usage);
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! The built-in `mock` provider: answers chat, completion and embedding requests inside
+//! The in-process `mock` provider: answers chat, completion and embedding requests inside
 //! the gateway, streaming too, so the embedded default configuration works with no
 //! backend at all.
 

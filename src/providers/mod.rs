@@ -1,0 +1,8 @@
+//! How providers are reached. Every provider in a snapshot is one of:
+//!
+//! - an HTTP upstream ([`http`]): a local inference server or a cloud API, with an
+//!   auth style and the API dialect it speaks;
+//! - the in-process mock ([`mock`]), answering inside the gateway.
+
+pub mod http;
+pub mod mock;
