@@ -113,6 +113,7 @@ fn rewrite(c: &mut Criterion) {
                 Rewrite {
                     model: Some("other-model"),
                     include_usage: true,
+                    drop: &[],
                 },
             )
         })

@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+pub use crate::providers::presets::MessagesMode;
+use crate::providers::presets::{preset, Preset, Wire, PRESETS};
 use switchyard_filters::glob::Pattern;
 use switchyard_filters::route::Strategy;
 
@@ -446,6 +449,9 @@ pub struct LocalFile {
     pub discovery_interval_secs: u64,
     /// Query parameters passed on to the backend; any other is dropped.
     pub forward_query: Vec<String>,
+    /// How `/v1/messages` requests are served. Default: `native` for vLLM and Ollama,
+    /// `translate` for SGLang and custom servers.
+    pub messages: Option<MessagesMode>,
 }
 
 impl Default for LocalFile {
@@ -459,6 +465,7 @@ impl Default for LocalFile {
             models: Vec::new(),
             discovery_interval_secs: 30,
             forward_query: Vec::new(),
+            messages: None,
         }
     }
 }
@@ -481,8 +488,16 @@ pub enum ProviderKind {
     Github,
     /// Gemini's OpenAI endpoint.
     Gemini,
-    /// Anthropic's OpenAI-compatible endpoint.
+    /// The Anthropic Messages API (`base_url` is the server root, `x-api-key` auth).
     Anthropic,
+    /// A remote Ollama server (OpenAI API under `/v1`, Messages natively).
+    Ollama,
+    /// A remote llama.cpp `llama-server` (Messages natively).
+    Llamacpp,
+    /// A remote vLLM server (Messages natively).
+    Vllm,
+    /// A remote SGLang server.
+    Sglang,
     /// Answered inside the gateway: canned/echo text, streaming too.
     Mock,
 }
@@ -499,6 +514,10 @@ impl ProviderKind {
             Self::Github => "github",
             Self::Gemini => "gemini",
             Self::Anthropic => "anthropic",
+            Self::Ollama => "ollama",
+            Self::Llamacpp => "llamacpp",
+            Self::Vllm => "vllm",
+            Self::Sglang => "sglang",
             Self::Mock => "mock",
         }
     }
@@ -531,6 +550,13 @@ pub struct ProviderFile {
     /// dropped.
     #[serde(default)]
     pub forward_query: Vec<String>,
+    /// How `/v1/messages` requests are served: passed through (`native`) or translated
+    /// to OpenAI chat (`translate`). Default: the kind's.
+    pub messages: Option<MessagesMode>,
+    /// OpenRouter attribution: the app's URL (`HTTP-Referer`).
+    pub app_url: Option<String>,
+    /// OpenRouter attribution: the app's name (`X-Title`).
+    pub app_name: Option<String>,
 }
 
 /// `[routing]`
@@ -839,6 +865,8 @@ pub struct LocalSettings {
     pub discovery_interval: Duration,
     /// Query parameters passed on.
     pub forward_query: Vec<String>,
+    /// How `/v1/messages` requests are served.
+    pub messages: MessagesMode,
 }
 
 /// A validated provider.
@@ -867,6 +895,8 @@ pub struct ProviderSettings {
     pub missing_key_env: Option<String>,
     /// Query parameters passed on.
     pub forward_query: Vec<String>,
+    /// How `/v1/messages` requests are served.
+    pub messages: MessagesMode,
 }
 
 /// Validated routing settings.
@@ -987,109 +1017,6 @@ pub struct Settings {
     pub cache: CacheSettings,
 }
 
-/// A cloud provider that can be registered from its credential variable.
-pub struct KnownProvider {
-    /// Provider name and kind.
-    pub kind: ProviderKind,
-    /// Credential variable.
-    pub env: &'static str,
-    /// Standard API root.
-    pub base_url: &'static str,
-    /// Variable that overrides the API root (for proxies and tests).
-    pub base_url_env: &'static str,
-    /// Models it serves by default.
-    pub models: &'static [&'static str],
-}
-
-/// Providers registered automatically when their credential variable is set.
-pub const KNOWN_PROVIDERS: &[KnownProvider] = &[
-    KnownProvider {
-        kind: ProviderKind::Openai,
-        env: "OPENAI_API_KEY",
-        base_url: "https://api.openai.com/v1",
-        base_url_env: "OPENAI_BASE_URL",
-        models: &[
-            "gpt-4o",
-            "gpt-4o-mini",
-            "gpt-4.1",
-            "gpt-4.1-mini",
-            "o3-mini",
-            "text-embedding-3-small",
-            "text-embedding-3-large",
-            "gpt-4*",
-            "gpt-5*",
-            "gpt-3.5*",
-            "o1*",
-            "o3*",
-            "o4*",
-            "chatgpt-*",
-            "text-embedding-*",
-        ],
-    },
-    KnownProvider {
-        kind: ProviderKind::Anthropic,
-        env: "ANTHROPIC_API_KEY",
-        base_url: "https://api.anthropic.com/v1",
-        base_url_env: "ANTHROPIC_BASE_URL",
-        models: &[
-            "claude-sonnet-4-5",
-            "claude-haiku-4-5",
-            "claude-opus-4-1",
-            "claude-*",
-        ],
-    },
-    KnownProvider {
-        kind: ProviderKind::Gemini,
-        env: "GEMINI_API_KEY",
-        base_url: "https://generativelanguage.googleapis.com/v1beta/openai",
-        base_url_env: "GEMINI_BASE_URL",
-        models: &[
-            "gemini-2.5-flash",
-            "gemini-2.5-pro",
-            "gemini-*",
-            "text-embedding-004",
-        ],
-    },
-    KnownProvider {
-        kind: ProviderKind::Groq,
-        env: "GROQ_API_KEY",
-        base_url: "https://api.groq.com/openai/v1",
-        base_url_env: "GROQ_BASE_URL",
-        models: &[
-            "llama-3.3-70b-versatile",
-            "llama-3.1-8b-instant",
-            "llama-*",
-            "gemma*",
-            "mixtral-*",
-        ],
-    },
-    KnownProvider {
-        kind: ProviderKind::Cerebras,
-        env: "CEREBRAS_API_KEY",
-        base_url: "https://api.cerebras.ai/v1",
-        base_url_env: "CEREBRAS_BASE_URL",
-        models: &["llama3.1-8b", "llama-3.3-70b", "qwen-3-32b", "gpt-oss-120b"],
-    },
-    KnownProvider {
-        kind: ProviderKind::Openrouter,
-        env: "OPENROUTER_API_KEY",
-        base_url: "https://openrouter.ai/api/v1",
-        base_url_env: "OPENROUTER_BASE_URL",
-        models: &[],
-    },
-    KnownProvider {
-        kind: ProviderKind::Github,
-        env: "GITHUB_TOKEN",
-        base_url: "https://models.github.ai/inference",
-        base_url_env: "GITHUB_MODELS_BASE_URL",
-        models: &[],
-    },
-];
-
-fn known(kind: ProviderKind) -> Option<&'static KnownProvider> {
-    KNOWN_PROVIDERS.iter().find(|k| k.kind == kind)
-}
-
 fn parse_addr(s: &str, path: &str) -> Result<SocketAddr, ConfigError> {
     s.to_socket_addrs()
         .map_err(|e| cerr(path, s, format!("not a host:port address: {e}")))?
@@ -1172,6 +1099,40 @@ fn check_headers(
         out.push((k.to_ascii_lowercase(), v.clone()));
     }
     Ok(out)
+}
+
+/// A provider's base URL. An Anthropic-dialect provider's is the server root: a
+/// trailing `/v1` (the OpenAI SDKs' habit) is accepted and dropped.
+fn provider_url(raw: &str, p: &Preset, field: &str) -> Result<BaseUrl, ConfigError> {
+    let mut u = BaseUrl::parse(raw, field)?;
+    if p.wire == Wire::Anthropic {
+        if let Some(root) = u.path.strip_suffix("/v1") {
+            u.path = root.to_string();
+        }
+    }
+    Ok(u)
+}
+
+/// OpenRouter's attribution headers from `app_url` and `app_name` (both spellings of
+/// the title header are sent: OpenRouter reads either).
+fn add_attribution(
+    headers: &mut Vec<(String, String)>,
+    p: &ProviderFile,
+    path: &str,
+) -> Result<(), ConfigError> {
+    let mut add = |name: &str, value: &Option<String>, field: &str| -> Result<(), ConfigError> {
+        if let Some(v) = value {
+            if http::HeaderValue::from_str(v).is_err() {
+                return Err(cerr(format!("{path}.{field}"), v.as_str(), "not a valid header value"));
+            }
+            headers.push((name.to_string(), v.clone()));
+        }
+        Ok(())
+    };
+    add("http-referer", &p.app_url, "app_url")?;
+    add("x-title", &p.app_name, "app_name")?;
+    add("x-openrouter-title", &p.app_name, "app_name")?;
+    Ok(())
 }
 
 fn check_query_names(names: &[String], path: &str) -> Result<(), ConfigError> {
@@ -1419,18 +1380,14 @@ impl Settings {
                     "duplicate provider name",
                 ));
             }
-            let std = known(p.kind);
+            let std = preset(p.kind);
             let base_url = if p.kind == ProviderKind::Mock {
                 None
             } else {
-                let raw = p
-                    .base_url
-                    .as_deref()
-                    .or(std.map(|k| k.base_url))
-                    .ok_or_else(|| {
-                        cerr(format!("{path}.base_url"), "", "required for this kind")
-                    })?;
-                Some(BaseUrl::parse(raw, &format!("{path}.base_url"))?)
+                let raw = p.base_url.as_deref().or(std.base_url).ok_or_else(|| {
+                    cerr(format!("{path}.base_url"), "", "required for this kind")
+                })?;
+                Some(provider_url(raw, std, &format!("{path}.base_url"))?)
             };
             let mut missing_key_env = None;
             let api_key = match (&p.api_key, &p.api_key_env) {
@@ -1460,7 +1417,10 @@ impl Settings {
                     }
                 },
                 (None, None) => {
-                    let key = std.and_then(|k| Some((k.env, env(k.env)?)));
+                    let key = [std.env, std.env_fallback]
+                        .into_iter()
+                        .flatten()
+                        .find_map(|var| Some((var, env(var).filter(|v| !v.is_empty())?)));
                     if let Some((var, v)) = &key {
                         if !bearer_ok(v) {
                             problems.push(bad_credential(
@@ -1475,9 +1435,7 @@ impl Settings {
             check_query_names(&p.forward_query, &format!("{path}.forward_query"))?;
             let models = match &p.models {
                 Some(m) => m.clone(),
-                None => std
-                    .map(|k| k.models.iter().map(|s| s.to_string()).collect())
-                    .unwrap_or_default(),
+                None => std.models.iter().map(|s| s.to_string()).collect(),
             };
             check_patterns(&models, &format!("{path}.models"))?;
             if models.is_empty() && p.kind == ProviderKind::Mock {
@@ -1487,40 +1445,55 @@ impl Settings {
                     "a mock provider needs at least one model",
                 ));
             }
+            let mut extra_headers =
+                check_headers(&p.extra_headers, &format!("{path}.extra_headers"))?;
+            add_attribution(&mut extra_headers, p, &path)?;
             providers.push(ProviderSettings {
                 name: p.name.clone(),
                 kind: p.kind,
                 base_url,
                 api_key,
                 models,
-                extra_headers: check_headers(&p.extra_headers, &format!("{path}.extra_headers"))?,
+                extra_headers,
                 mock_reply: p.mock_reply.clone().unwrap_or_else(|| "echo".into()),
                 mock_itl: Duration::from_millis(p.mock_itl_ms.unwrap_or(15)),
                 auto_detected: false,
                 missing_key_env,
                 forward_query: p.forward_query.clone(),
+                messages: p.messages.unwrap_or(std.messages),
             });
         }
 
         let mut detected = Vec::new();
         if f.routing.auto_detect {
-            for k in KNOWN_PROVIDERS {
+            for k in PRESETS {
+                let (Some(var), Some(url)) = (k.env, k.base_url) else {
+                    continue;
+                };
                 let name = k.kind.as_str();
                 if providers.iter().any(|p| p.kind == k.kind || p.name == name) {
                     continue;
                 }
-                let Some(key) = env(k.env).filter(|v| !v.is_empty()) else {
+                let found = [Some(var), k.env_fallback]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|v| Some((v, env(v).filter(|x| !x.is_empty())?)));
+                let Some((var, key)) = found else {
                     continue;
                 };
-                let raw = env(k.base_url_env).unwrap_or_else(|| k.base_url.to_string());
-                let base = BaseUrl::parse(&raw, k.base_url_env)?;
+                let url_env = k.base_url_env.unwrap_or(var);
+                let raw = k
+                    .base_url_env
+                    .and_then(env)
+                    .unwrap_or_else(|| url.to_string());
+                let base = provider_url(&raw, k, url_env)?;
                 if !bearer_ok(&key) {
                     problems.push(bad_credential(
-                        k.env,
-                        &format!("the value of {} (provider {name})", k.env),
+                        var,
+                        &format!("the value of {var} (provider {name})"),
                     ));
                 }
-                detected.push(k.env);
+                detected.push(var);
                 providers.push(ProviderSettings {
                     name: name.to_string(),
                     kind: k.kind,
@@ -1533,6 +1506,7 @@ impl Settings {
                     auto_detected: true,
                     missing_key_env: None,
                     forward_query: Vec::new(),
+                    messages: k.messages,
                 });
             }
         }
@@ -1754,6 +1728,10 @@ impl Settings {
         }
         check_patterns(&l.models, "local.models")?;
         check_query_names(&l.forward_query, "local.forward_query")?;
+        let messages = l.messages.unwrap_or(match l.kind {
+            LocalKind::Vllm | LocalKind::Ollama => MessagesMode::Native,
+            _ => MessagesMode::Translate,
+        });
         Ok(Some(LocalSettings {
             kind: l.kind,
             url,
@@ -1762,6 +1740,7 @@ impl Settings {
             models: l.models.clone(),
             discovery_interval: Duration::from_secs(l.discovery_interval_secs.max(1)),
             forward_query: l.forward_query.clone(),
+            messages,
         }))
     }
 

@@ -86,6 +86,9 @@ pub struct Metrics {
     pub client_connections_max: IntGauge,
     /// Client connections refused at the cap.
     pub client_connections_refused: IntCounter,
+    /// Requests translated between dialects, by direction (`openai_to_anthropic` |
+    /// `anthropic_to_openai`).
+    pub translations: IntCounterVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -135,6 +138,7 @@ impl Metrics {
             client_connections: reg(&r, IntGauge::new("switchyard_client_connections", "Client connections open on the proxy listener.").unwrap()),
             client_connections_max: reg(&r, IntGauge::new("switchyard_client_connections_max", "The cap on open client connections (server.max_client_connections).").unwrap()),
             client_connections_refused: reg(&r, IntCounter::new("switchyard_client_connections_refused_total", "Client connections refused because the cap was reached.").unwrap()),
+            translations: reg(&r, counter_vec("switchyard_translations_total", "Requests translated between API dialects, by direction.", &["direction"]).unwrap()),
             registry: r,
         };
         m

@@ -142,9 +142,9 @@ pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String
     for env in &settings.detected {
         if let Some(p) = settings.providers.iter().find(|p| {
             p.auto_detected
-                && crate::config::KNOWN_PROVIDERS
-                    .iter()
-                    .any(|k| k.env == *env && k.kind == p.kind)
+                && crate::providers::presets::PRESETS.iter().any(|k| {
+                    k.kind == p.kind && (k.env == Some(*env) || k.env_fallback == Some(*env))
+                })
         }) {
             log::info!("provider {} registered from {env}", p.name);
         }

@@ -26,7 +26,10 @@ use crate::accesslog::AccessLog;
 use crate::cache::Coalescer;
 use crate::config::{BaseUrl, LocalKind, LocalSettings, ProviderKind, Secret, Settings};
 use crate::metrics::{InferenceStats, Metrics, ProviderCounters};
-use crate::providers::http::{build_upstream, up_disabled, Timeouts, DISABLED_REASONS};
+use crate::providers::http::{
+    build_upstream, up_disabled, Credential, Timeouts, UpstreamSpec, DISABLED_REASONS,
+};
+use crate::providers::presets::{preset, Wire};
 pub use crate::providers::http::{Target, Upstream, CREDENTIAL_INVALID, KEY_ENV_UNSET};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
@@ -580,6 +583,7 @@ impl Hub {
             models: Vec::new(),
             discovery_interval: Duration::from_secs(30),
             forward_query: Vec::new(),
+            messages: crate::config::MessagesMode::Translate,
         });
         l.kind = kind;
         l.url = url;
@@ -669,15 +673,18 @@ impl Hub {
 
         if let Some(l) = &local {
             let auth = l.auth.as_ref().map(|a| a.expose().to_string());
-            let up = build_upstream(
-                &l.url,
-                &format!("{}/v1", l.url.path),
-                auth.as_deref(),
-                &l.extra_headers,
-                &l.forward_query,
-                address(&resolved, &l.url),
-                &timeouts,
-            )?;
+            let spec = UpstreamSpec {
+                url: &l.url,
+                api_root: format!("{}/v1", l.url.path),
+                credential: auth.as_deref().map(Credential::Header),
+                extra: &l.extra_headers,
+                forward_query: &l.forward_query,
+                wire: Wire::OpenAi,
+                messages: l.messages,
+                drop_params: &[],
+                preset_headers: &[],
+            };
+            let up = build_upstream(&spec, address(&resolved, &l.url), &timeouts)?;
             let mut listed: Vec<String> = discovered.clone();
             listed.extend(
                 l.models
@@ -733,16 +740,26 @@ impl Hub {
                     }),
                 ),
                 (_, Some(u)) => {
-                    let auth = p.api_key.as_ref().map(|k| format!("Bearer {}", k.expose()));
-                    let up = build_upstream(
-                        u,
-                        &u.path,
-                        auth.as_deref(),
-                        &p.extra_headers,
-                        &p.forward_query,
-                        address(&resolved, u),
-                        &timeouts,
-                    )?;
+                    let preset = preset(p.kind);
+                    let api_root = match preset.wire {
+                        Wire::Anthropic => format!("{}/v1", u.path),
+                        Wire::OpenAi => u.path.clone(),
+                    };
+                    let spec = UpstreamSpec {
+                        url: u,
+                        api_root,
+                        credential: p
+                            .api_key
+                            .as_ref()
+                            .map(|k| Credential::Key(k.expose(), preset.auth)),
+                        extra: &p.extra_headers,
+                        forward_query: &p.forward_query,
+                        wire: preset.wire,
+                        messages: p.messages,
+                        drop_params: preset.drop_params,
+                        preset_headers: preset.headers,
+                    };
+                    let up = build_upstream(&spec, address(&resolved, u), &timeouts)?;
                     (Class::Cloud, Some(up), None)
                 }
                 (_, None) => return Err(format!("provider {} has no base_url", p.name)),

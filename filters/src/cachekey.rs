@@ -1,11 +1,13 @@
 //! Which requests the response cache takes, and the key of each.
 //!
-//! Cacheable: chat and text completions with `temperature` exactly 0. `Cache-Control:
-//! no-cache` skips the lookup (and waiting on an identical request in flight);
-//! `no-store` skips storing. The key is the SHA-256 of the endpoint, the model the
-//! request resolves to, and the canonical body: the JSON with object keys sorted and
-//! `metadata`, `user`, `stream` and `stream_options` removed, so that a streamed and a
-//! non-streamed request share an entry and key order or whitespace never matter.
+//! Cacheable: chat and text completions, and Anthropic messages, with `temperature`
+//! exactly 0. `Cache-Control: no-cache` skips the lookup (and waiting on an identical
+//! request in flight); `no-store` skips storing. The key is the SHA-256 of the endpoint
+//! (so each dialect has its own entries), the model the request resolves to, and the
+//! canonical body: the JSON with object keys sorted and `metadata`, `user`, `stream` and
+//! `stream_options` removed, so that a streamed and a non-streamed OpenAI request share
+//! an entry and key order or whitespace never matter. (The gateway keeps a streamed and
+//! a whole Anthropic answer apart: it adds the shape to the model part of the key.)
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -41,8 +43,10 @@ pub fn policy(
     head: &RequestHead<'_>,
     cache_control: Option<&[u8]>,
 ) -> CachePolicy {
-    let cacheable =
-        matches!(endpoint, Endpoint::Chat | Endpoint::Completions) && head.temperature == Some(0.0);
+    let cacheable = matches!(
+        endpoint,
+        Endpoint::Chat | Endpoint::Completions | Endpoint::Messages
+    ) && head.temperature == Some(0.0);
     if !cacheable {
         return CachePolicy::OFF;
     }

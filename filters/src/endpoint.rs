@@ -15,17 +15,23 @@ pub enum Endpoint {
     Model,
     /// `GET /health`
     Health,
+    /// `POST /v1/messages` (the Anthropic Messages API)
+    Messages,
+    /// `POST /v1/messages/count_tokens`
+    CountTokens,
 }
 
 impl Endpoint {
     /// Every endpoint, in the order of [`Endpoint::index`].
-    pub const ALL: [Endpoint; 6] = [
+    pub const ALL: [Endpoint; 8] = [
         Self::Chat,
         Self::Completions,
         Self::Embeddings,
         Self::Models,
         Self::Model,
         Self::Health,
+        Self::Messages,
+        Self::CountTokens,
     ];
 
     /// This endpoint's position in [`Endpoint::ALL`] (and in a [`PerEndpoint`] table).
@@ -41,6 +47,8 @@ impl Endpoint {
             Self::Embeddings => "/embeddings",
             Self::Models | Self::Model => "/models",
             Self::Health => "/health",
+            Self::Messages => "/messages",
+            Self::CountTokens => "/messages/count_tokens",
         }
     }
 
@@ -52,12 +60,24 @@ impl Endpoint {
             Self::Embeddings => "embeddings",
             Self::Models | Self::Model => "models",
             Self::Health => "health",
+            Self::Messages => "messages",
+            Self::CountTokens => "count_tokens",
         }
     }
 
-    /// Whether requests to this endpoint carry a JSON body with a `model`.
+    /// Whether requests to this endpoint carry a JSON body with a `model` and are
+    /// routed to a provider.
     pub fn is_inference(self) -> bool {
-        matches!(self, Self::Chat | Self::Completions | Self::Embeddings)
+        matches!(
+            self,
+            Self::Chat | Self::Completions | Self::Embeddings | Self::Messages | Self::CountTokens
+        )
+    }
+
+    /// Whether the client speaks the Anthropic Messages API here (its errors are
+    /// Anthropic-shaped).
+    pub fn is_anthropic(self) -> bool {
+        matches!(self, Self::Messages | Self::CountTokens)
     }
 }
 
@@ -106,6 +126,8 @@ pub fn classify(method: &[u8], path: &str) -> Result<Endpoint, Unrouted> {
         "/v1/chat/completions" | "/chat/completions" => (Endpoint::Chat, "POST"),
         "/v1/completions" | "/completions" => (Endpoint::Completions, "POST"),
         "/v1/embeddings" | "/embeddings" => (Endpoint::Embeddings, "POST"),
+        "/v1/messages" => (Endpoint::Messages, "POST"),
+        "/v1/messages/count_tokens" => (Endpoint::CountTokens, "POST"),
         "/v1/models" | "/models" => (Endpoint::Models, "GET"),
         "/health" => (Endpoint::Health, "GET"),
         p if p.starts_with("/v1/models/") && p.len() > "/v1/models/".len() => {
@@ -136,6 +158,12 @@ mod tests {
             Ok(Endpoint::Chat)
         );
         assert_eq!(classify(b"GET", "/v1/models"), Ok(Endpoint::Models));
+        assert_eq!(classify(b"POST", "/v1/messages"), Ok(Endpoint::Messages));
+        assert_eq!(
+            classify(b"POST", "/v1/messages/count_tokens"),
+            Ok(Endpoint::CountTokens)
+        );
+        assert!(Endpoint::Messages.is_anthropic() && !Endpoint::Chat.is_anthropic());
         assert_eq!(classify(b"GET", "/v1/models/a/b"), Ok(Endpoint::Model));
         assert_eq!(
             classify(b"GET", "/v1/chat/completions"),

@@ -84,6 +84,16 @@ pub enum GatewayError {
     Overloaded,
     /// The gateway is shutting down and cut the response.
     ShuttingDown,
+    /// A request the gateway cannot take as it is (a field missing or not supported
+    /// by the provider it would go to).
+    Invalid {
+        /// What is wrong.
+        message: String,
+        /// The field at fault.
+        param: Option<String>,
+        /// A stable reason (`unsupported_parameter`, `invalid_request_error`, …).
+        code: &'static str,
+    },
 }
 
 /// Echoed values (model names, paths) are cut to this many bytes in messages.
@@ -125,7 +135,8 @@ impl GatewayError {
             | Self::BodyRead(_)
             | Self::ModelNameTooLong(_)
             | Self::DuplicateKey(_)
-            | Self::BadHttp => 400,
+            | Self::BadHttp
+            | Self::Invalid { .. } => 400,
             Self::ClientTimeout(_) => 408,
             Self::HeaderTooLarge(_) => 431,
             Self::UpstreamRateLimited { .. } => 429,
@@ -186,17 +197,19 @@ impl GatewayError {
             Self::UpstreamRateLimited { .. } => "upstream_rate_limited",
             Self::Overloaded => "too_many_connections",
             Self::ShuttingDown => "shutting_down",
+            Self::Invalid { code, .. } => code,
         }
     }
 
     /// OpenAI's `error.param`: the request field at fault, if one is.
-    pub fn param(&self) -> Option<&'static str> {
+    pub fn param(&self) -> Option<&str> {
         match self {
             Self::MissingModel
             | Self::ModelNotFound(_)
             | Self::ModelNotAllowed(_)
             | Self::ModelNameTooLong(_) => Some("model"),
             Self::DuplicateKey(k) => Some(k),
+            Self::Invalid { param, .. } => param.as_deref(),
             _ => None,
         }
     }
@@ -311,6 +324,7 @@ impl GatewayError {
                 m,
                 "The gateway is shutting down; the response was cut before it ended."
             ),
+            Self::Invalid { message, .. } => write!(m, "{message}"),
         };
         m
     }
@@ -324,6 +338,48 @@ impl GatewayError {
             Some(self.code()),
         )
     }
+
+    /// The status on the Anthropic Messages surface: the same as [`Self::status`] but
+    /// 503, which is 529 there (clients back off on `overloaded_error`).
+    pub fn anthropic_status(&self) -> u16 {
+        match self.status() {
+            503 => 529,
+            s => s,
+        }
+    }
+
+    /// Anthropic's `error.type` for this error.
+    pub fn anthropic_type(&self) -> &'static str {
+        anthropic_error_type(self.anthropic_status())
+    }
+
+    /// The Anthropic-style error body: `{"type":"error","error":{"type","message"}}`.
+    pub fn anthropic_body(&self) -> Vec<u8> {
+        anthropic_error_json(self.anthropic_type(), &self.message())
+    }
+}
+
+/// Anthropic's error type for a status: 400 `invalid_request_error` (and every other
+/// 4xx without its own), 401 `authentication_error`, 403 `permission_error`, 404
+/// `not_found_error`, 413 `request_too_large`, 429 `rate_limit_error`, 529
+/// `overloaded_error`, any other 5xx `api_error`.
+pub fn anthropic_error_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 | 503 => "overloaded_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+/// Writes `{"type":"error","error":{"type":…,"message":…}}`.
+pub fn anthropic_error_json(etype: &str, message: &str) -> Vec<u8> {
+    let v = serde_json::json!({"type": "error", "error": {"type": etype, "message": message}});
+    serde_json::to_vec(&v).unwrap_or_default()
 }
 
 impl std::fmt::Display for GatewayError {
@@ -416,6 +472,37 @@ mod tests {
         let b = GatewayError::BodyTooLarge(5).body();
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert!(v["error"]["param"].is_null());
+    }
+
+    #[test]
+    fn anthropic_shape_and_statuses() {
+        let e = GatewayError::NoBackend {
+            model: "m".into(),
+            detail: "d".into(),
+        };
+        assert_eq!(e.anthropic_status(), 529);
+        assert_eq!(e.anthropic_type(), "overloaded_error");
+        let v: serde_json::Value = serde_json::from_slice(&e.anthropic_body()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "overloaded_error");
+        for (e, t) in [
+            (GatewayError::MissingModel, "invalid_request_error"),
+            (GatewayError::Unauthorized("x"), "authentication_error"),
+            (GatewayError::ModelNotAllowed("m".into()), "permission_error"),
+            (GatewayError::ModelNotFound("m".into()), "not_found_error"),
+            (GatewayError::BodyTooLarge(1), "request_too_large"),
+            (
+                GatewayError::RateLimited {
+                    limit: "requests",
+                    retry_after_secs: 1,
+                },
+                "rate_limit_error",
+            ),
+            (GatewayError::Internal("x".into()), "api_error"),
+            (GatewayError::HeaderTooLarge(1), "invalid_request_error"),
+        ] {
+            assert_eq!(e.anthropic_type(), t, "{e:?}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Minimal edits of a request body: replace the `model` value, add
-//! `stream_options.include_usage`. Everything else stays byte for byte as the client
+//! `stream_options.include_usage`, drop fields a provider rejects. Everything else stays byte for byte as the client
 //! sent it, so what an upstream sees differs from the client's body only where the
 //! gateway had to change it.
 
@@ -115,12 +115,14 @@ pub struct Rewrite<'a> {
     pub model: Option<&'a str>,
     /// Make sure `stream_options.include_usage` is `true`.
     pub include_usage: bool,
+    /// Remove these top-level fields (ones the provider answers 400 to).
+    pub drop: &'a [&'a str],
 }
 
 impl Rewrite<'_> {
     /// Whether this rewrite changes anything at all.
     pub fn is_noop(&self) -> bool {
-        self.model.is_none() && !self.include_usage
+        self.model.is_none() && !self.include_usage && self.drop.is_empty()
     }
 }
 
@@ -182,6 +184,21 @@ pub fn rewrite_body(body: &[u8], rw: Rewrite<'_>) -> Option<Vec<u8>> {
             )),
         }
     }
+    for (i, m) in members.iter().enumerate() {
+        if !rw.drop.iter().any(|d| d.as_bytes() == &body[m.key.clone()]) {
+            continue;
+        }
+        if rw.model.is_some() && key_is(m, b"model") {
+            continue;
+        }
+        // The member and the comma that joins it to its neighbours.
+        let range = match (i.checked_sub(1), members.get(i + 1)) {
+            (_, Some(next)) => m.key.start - 1..next.key.start - 1,
+            (Some(prev), None) => members[prev].value.end..m.value.end,
+            (None, None) => m.key.start - 1..m.value.end,
+        };
+        edits.push((range, Vec::new()));
+    }
     if edits.is_empty() {
         return None;
     }
@@ -238,11 +255,46 @@ mod tests {
             Rewrite {
                 model,
                 include_usage: usage,
+                drop: &[],
             },
         );
         let s = out.map_or_else(|| body.to_string(), |v| String::from_utf8(v).unwrap());
         serde_json::from_str::<serde_json::Value>(&s).expect("rewrite must stay valid JSON");
         s
+    }
+
+    #[test]
+    fn drops_rejected_fields() {
+        let drop = |b: &str, d: &[&str]| -> String {
+            let rw = Rewrite {
+                model: None,
+                include_usage: false,
+                drop: d,
+            };
+            rewrite_body(b.as_bytes(), rw)
+                .map(|v| String::from_utf8(v).unwrap())
+                .unwrap_or_else(|| b.to_string())
+        };
+        let b = r#"{"model":"m", "logprobs":true, "n":1, "logit_bias":{"1":2}}"#;
+        let out = drop(b, &["logprobs", "logit_bias"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v, serde_json::json!({"model":"m","n":1}), "{out}");
+        let out = drop(r#"{"logprobs":true}"#, &["logprobs"]);
+        assert_eq!(out, "{}");
+        let out = drop(r#"{"a":1,"logprobs":true}"#, &["logprobs"]);
+        assert_eq!(out, r#"{"a":1}"#);
+        assert_eq!(drop(r#"{"a":1}"#, &["logprobs"]), r#"{"a":1}"#);
+        let rw = Rewrite {
+            model: Some("x"),
+            include_usage: true,
+            drop: &["seed"],
+        };
+        let out = rewrite_body(br#"{"seed":3,"model":"m"}"#, rw).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"model":"x","stream_options":{"include_usage":true}})
+        );
     }
 
     #[test]
@@ -276,7 +328,8 @@ mod tests {
             br#"{"model":"m"}"#,
             Rewrite {
                 model: Some("m"),
-                include_usage: false
+                include_usage: false,
+                drop: &[],
             }
         )
         .is_none());
@@ -308,7 +361,8 @@ mod tests {
             br#"{"stream_options":{"include_usage":true}}"#,
             Rewrite {
                 model: None,
-                include_usage: true
+                include_usage: true,
+                drop: &[],
             }
         )
         .is_none());

@@ -238,8 +238,12 @@ impl UsageScanner {
 /// within `obj` gives `None`. Every `"key": <integer>` pair is looked at, at any depth
 /// (the nested `*_details` objects use other key names). Jumps between structural
 /// characters with `memchr` rather than visiting every byte.
+///
+/// Anthropic's usage object is read too: `input_tokens` plus the cache reads and writes
+/// (which Anthropic counts apart) are the prompt, `output_tokens` the completion.
 pub fn parse_usage(obj: &[u8]) -> Option<Usage> {
     let (mut prompt, mut completion, mut total) = (None, None, None);
+    let (mut input, mut output, mut cache_read, mut cache_write) = (None, None, None, None);
     let n = obj.len();
     let mut depth = 0usize;
     let mut i = 0;
@@ -280,6 +284,10 @@ pub fn parse_usage(obj: &[u8]) -> Option<Usage> {
                     b"prompt_tokens" => &mut prompt,
                     b"completion_tokens" => &mut completion,
                     b"total_tokens" => &mut total,
+                    b"input_tokens" => &mut input,
+                    b"output_tokens" => &mut output,
+                    b"cache_read_input_tokens" => &mut cache_read,
+                    b"cache_creation_input_tokens" => &mut cache_write,
                     _ => continue,
                 };
                 let mut v: u64 = 0;
@@ -296,7 +304,11 @@ pub fn parse_usage(obj: &[u8]) -> Option<Usage> {
         }
     }
     if prompt.is_none() && completion.is_none() {
-        return None;
+        if input.is_none() && output.is_none() {
+            return None;
+        }
+        prompt = Some(input.unwrap_or(0) + cache_read.unwrap_or(0) + cache_write.unwrap_or(0));
+        completion = output;
     }
     let (p, c) = (prompt.unwrap_or(0), completion.unwrap_or(0));
     Some(Usage {
@@ -455,6 +467,18 @@ mod tests {
         s.feed(b"");
         s.feed(&doc.as_bytes()[at..]);
         assert_eq!(s.usage().map(|u| u.total_tokens), Some(12));
+    }
+
+    #[test]
+    fn anthropic_usage_objects_are_read() {
+        let u = parse_usage(
+            br#"{"input_tokens":100,"cache_read_input_tokens":20,"cache_creation_input_tokens":5,"output_tokens":7}"#,
+        )
+        .unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (125, 7, 132));
+        let u = parse_usage(br#"{"output_tokens":41}"#).unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (0, 41));
+        assert_eq!(parse_usage(br#"{"x":1}"#), None);
     }
 
     #[test]

@@ -11,6 +11,42 @@ use pingora_core::upstreams::peer::HttpPeer;
 use switchyard_filters::endpoint::PerEndpoint;
 
 use crate::config::BaseUrl;
+use crate::providers::presets::{AuthStyle, MessagesMode, Wire};
+
+/// `anthropic-version` sent to Anthropic-dialect upstreams when the client sent none:
+/// the version whose request fields the translator writes.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// What an HTTP upstream is, as configured.
+pub(crate) struct UpstreamSpec<'a> {
+    /// Where it is.
+    pub(crate) url: &'a BaseUrl,
+    /// Its API root path (the part before `/chat/completions`, `/messages`, …).
+    pub(crate) api_root: String,
+    /// The credential as configured: a key (sent in the auth style's header) or a whole
+    /// `Authorization` value.
+    pub(crate) credential: Option<Credential<'a>>,
+    /// Headers added to every request.
+    pub(crate) extra: &'a [(String, String)],
+    /// Query parameters passed on.
+    pub(crate) forward_query: &'a [String],
+    /// What its chat surface speaks.
+    pub(crate) wire: Wire,
+    /// How it serves `/v1/messages`.
+    pub(crate) messages: MessagesMode,
+    /// Fields it rejects.
+    pub(crate) drop_params: &'static [&'static str],
+    /// Headers its kind always gets.
+    pub(crate) preset_headers: &'static [(&'static str, &'static str)],
+}
+
+/// A credential as configured.
+pub(crate) enum Credential<'a> {
+    /// An API key, sent the way the provider takes it.
+    Key(&'a str, AuthStyle),
+    /// A whole `Authorization` header value (the local backend's `auth_header`).
+    Header(&'a str),
+}
 
 /// How to reach an HTTP upstream, prepared once per snapshot.
 pub struct Upstream {
@@ -22,8 +58,15 @@ pub struct Upstream {
     pub base_path: String,
     /// Where each endpoint's requests go upstream.
     pub targets: PerEndpoint<Target>,
-    /// `Authorization` header value (marked sensitive).
-    pub auth: Option<HeaderValue>,
+    /// The credential header (`Authorization` or `x-api-key`), its wire spelling, and
+    /// its value (marked sensitive).
+    pub auth: Option<(HeaderName, &'static str, HeaderValue)>,
+    /// What its chat surface speaks.
+    pub wire: Wire,
+    /// How it serves `/v1/messages`.
+    pub messages: MessagesMode,
+    /// Top-level request fields it rejects (dropped before the request leaves).
+    pub drop_params: &'static [&'static str],
     /// Headers added to every request.
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
     /// Human-readable `scheme://host:port/path` (no credentials).
@@ -67,14 +110,12 @@ pub(crate) struct Timeouts {
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn build_upstream(
-    url: &BaseUrl,
-    base_path: &str,
-    auth: Option<&str>,
-    extra: &[(String, String)],
-    forward_query: &[String],
+    spec: &UpstreamSpec<'_>,
     addr: Option<SocketAddr>,
     t: &Timeouts,
 ) -> Result<Upstream, String> {
+    let url = spec.url;
+    let base_path = spec.api_root.as_str();
     let peer = addr.map(|a| {
         let mut p = HttpPeer::new(
             a,
@@ -113,18 +154,45 @@ pub(crate) fn build_upstream(
     // A credential that cannot be sent leaves this provider out (see `up_disabled`),
     // never the whole snapshot.
     let mut credential_invalid = false;
-    let auth = match auth.map(HeaderValue::from_str) {
-        Some(Ok(mut v)) => {
+    let auth = spec.credential.as_ref().map(|c| match c {
+        Credential::Key(k, AuthStyle::Bearer) => (
+            http::header::AUTHORIZATION,
+            "Authorization",
+            HeaderValue::from_str(&format!("Bearer {k}")),
+        ),
+        Credential::Key(k, AuthStyle::XApiKey) => (
+            HeaderName::from_static("x-api-key"),
+            "x-api-key",
+            HeaderValue::from_str(k),
+        ),
+        Credential::Header(h) => (
+            http::header::AUTHORIZATION,
+            "Authorization",
+            HeaderValue::from_str(h),
+        ),
+    });
+    let auth = match auth {
+        Some((name, case, Ok(mut v))) => {
             v.set_sensitive(true);
-            Some(v)
+            Some((name, case, v))
         }
-        Some(Err(_)) => {
+        Some((_, _, Err(_))) => {
             credential_invalid = true;
             None
         }
         None => None,
     };
-    let mut extra_headers = Vec::with_capacity(extra.len());
+    let extra = spec.extra;
+    let mut extra_headers = Vec::with_capacity(extra.len() + spec.preset_headers.len() + 1);
+    for (k, v) in spec.preset_headers {
+        extra_headers.push((HeaderName::from_static(k), HeaderValue::from_static(v)));
+    }
+    if spec.wire == Wire::Anthropic {
+        extra_headers.push((
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(ANTHROPIC_VERSION),
+        ));
+    }
     for (k, v) in extra {
         let name =
             HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("bad header name {k}"))?;
@@ -149,6 +217,9 @@ pub(crate) fn build_upstream(
             url.path
         ),
         credential_invalid,
-        forward_query: forward_query.to_vec(),
+        forward_query: spec.forward_query.to_vec(),
+        wire: spec.wire,
+        messages: spec.messages,
+        drop_params: spec.drop_params,
     })
 }

@@ -1,6 +1,7 @@
 //! The in-process `mock` provider: answers chat, completion and embedding requests inside
 //! the gateway, streaming too, so the embedded default configuration works with no
-//! backend at all.
+//! backend at all. Requests on the Anthropic Messages surface get the same answer
+//! translated (it speaks OpenAI, like any OpenAI-only backend).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -8,6 +9,7 @@ use bytes::Bytes;
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use switchyard_filters::dialect::{openai_response_to_anthropic, A2OState, OpenAiSseToAnthropic};
 use switchyard_filters::endpoint::Endpoint;
 use switchyard_filters::error::GatewayError;
 use switchyard_filters::usage::Usage;
@@ -32,6 +34,33 @@ pub struct MockRequest<'a> {
     /// Turns true when the shutdown grace period ends: a stream then ends with an error
     /// event.
     pub abandon: tokio::sync::watch::Receiver<bool>,
+    /// The request came on `/v1/messages`: the answer goes out in Anthropic's shape.
+    pub anthropic: Option<A2OState>,
+}
+
+/// Where the answer's body goes: to the client as it is, or through the translator.
+struct Out<'s> {
+    session: &'s mut Session,
+    transcoder: Option<OpenAiSseToAnthropic>,
+}
+
+impl Out<'_> {
+    async fn chunk(&mut self, bytes: Vec<u8>, end: bool) -> Result<()> {
+        let Some(t) = self.transcoder.as_mut() else {
+            return self
+                .session
+                .write_response_body(Some(Bytes::from(bytes)), end)
+                .await;
+        };
+        let mut out = Vec::with_capacity(bytes.len() * 2);
+        t.feed(&bytes, &mut out);
+        if end {
+            t.finish(&mut out);
+        }
+        self.session
+            .write_response_body(Some(Bytes::from(out)), end)
+            .await
+    }
 }
 
 /// Writes the whole answer to `session`. Returns the usage reported.
@@ -86,7 +115,7 @@ pub async fn answer(
         completion_tokens: completion,
         total_tokens: prompt + completion,
     };
-    let kind = if req.endpoint == Endpoint::Chat {
+    let kind = if matches!(req.endpoint, Endpoint::Chat | Endpoint::Messages) {
         StreamKind::Chat
     } else {
         StreamKind::Text
@@ -100,6 +129,13 @@ pub async fn answer(
             StreamKind::Text => {
                 mockgen::text_completion(&id, req.model, created, &text, prompt, completion)
             }
+        };
+        let doc = match &req.anthropic {
+            Some(st) => match openai_response_to_anthropic(&doc, st) {
+                Ok((d, _)) => d,
+                Err(e) => e.anthropic_body(),
+            },
+            None => doc,
         };
         write_whole(
             session,
@@ -116,41 +152,42 @@ pub async fn answer(
     resp.insert_header("cache-control", "no-cache")?;
     resp.insert_header("x-request-id", req.request_id)?;
     session.write_response_header(Box::new(resp), false).await?;
+    let anthropic = req.anthropic.is_some();
+    // The translator needs the usage chunk; an Anthropic client always gets usage.
+    let include_usage = req.include_usage || anthropic;
     let b = StreamBuilder {
         id: &id,
         model: req.model,
         created,
         kind,
-        include_usage: req.include_usage,
+        include_usage,
+    };
+    let mut out = Out {
+        session,
+        transcoder: req.anthropic.as_ref().map(OpenAiSseToAnthropic::new),
     };
     if let Some(r) = b.role_chunk() {
-        session
-            .write_response_body(Some(Bytes::from(r)), false)
-            .await?;
+        out.chunk(r, false).await?;
     }
     for t in &tokens {
         if !spec.itl.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(spec.itl) => {}
                 _ = crate::proxy::abandoned(&mut req.abandon) => {
-                    let ev = crate::proxy::sse_error_event(&GatewayError::ShuttingDown);
-                    session.write_response_body(Some(ev), true).await?;
+                    let ev = crate::proxy::stream_error_event(&GatewayError::ShuttingDown, anthropic);
+                    out.session.write_response_body(Some(ev), true).await?;
                     return Ok(usage);
                 }
             }
         }
-        session
-            .write_response_body(Some(Bytes::from(b.token_chunk(t))), false)
-            .await?;
+        out.chunk(b.token_chunk(t), false).await?;
     }
     let mut tail = b.finish_chunk();
-    if req.include_usage {
+    if include_usage {
         tail.extend_from_slice(&b.usage_chunk(prompt, completion));
     }
     tail.extend_from_slice(mockgen::SSE_DONE);
-    session
-        .write_response_body(Some(Bytes::from(tail)), true)
-        .await?;
+    out.chunk(tail, true).await?;
     Ok(usage)
 }
 

@@ -12,11 +12,12 @@ use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use switchyard_filters::bucket::format_reset;
+use switchyard_filters::dialect::{anthropic_request_to_openai, AnthropicToOpenAi};
 use switchyard_filters::error::GatewayError;
 
 use super::body::drain_small_body;
 use super::ctx::{CacheStatus, Ctx};
-use super::failure::sse_error_event;
+use super::translate::stream_error_event;
 use super::{Gateway, X_REQUEST_ID};
 use crate::cache::{Follower, Kind};
 use crate::providers::mock::{self, MockRequest};
@@ -47,6 +48,8 @@ pub(super) enum Answer {
     Follow(Follower),
     /// The in-process mock provider (candidate `index`).
     Mock(u16, MockSpec),
+    /// `count_tokens` where no candidate counts itself: an estimate, marked so.
+    Estimate(u64),
 }
 
 /// Resolves once the shutdown grace period is over (streams still open are then ended
@@ -171,6 +174,14 @@ impl Gateway {
                 Box::pin(self.answer_in_process(session, ctx, first, spec)).await?;
                 Ok(true)
             }
+            Answer::Estimate(n) => {
+                drain_small_body(session).await;
+                let doc = Bytes::from(format!("{{\"input_tokens\":{n}}}"));
+                let extra = [("x-switchyard-estimated", "true".to_string())];
+                self.respond(session, ctx, 200, "application/json", doc, &extra)
+                    .await?;
+                Ok(true)
+            }
         }
     }
 
@@ -183,6 +194,26 @@ impl Gateway {
     ) -> Result<()> {
         let Some(snap) = ctx.snap.clone() else {
             return Ok(());
+        };
+        let anthropic = if ctx.anthropic_client() {
+            let opts = AnthropicToOpenAi {
+                message_id: format!("msg_{}", ctx.request_id.to_str().unwrap_or("0")),
+                ..AnthropicToOpenAi::default()
+            };
+            match anthropic_request_to_openai(&ctx.req.body, &ctx.req.upstream_model, &opts) {
+                Ok((_, st)) => Some(st),
+                Err(e) => {
+                    let e = GatewayError::Invalid {
+                        message: e.message,
+                        param: e.param,
+                        code: e.code,
+                    };
+                    self.respond_error(session, ctx, &e).await?;
+                    return Ok(());
+                }
+            }
+        } else {
+            None
         };
         Self::enter_provider(ctx, &snap, first);
         ctx.route.attempts = 1;
@@ -198,6 +229,7 @@ impl Gateway {
             include_usage: ctx.req.client_wants_usage,
             request_id: ctx.request_id.to_str().unwrap_or(""),
             abandon: self.hub.abandon.subscribe(),
+            anthropic,
         };
         let usage = mock::answer(session, &spec, req).await?;
         ctx.tap.usage = Some(usage);
@@ -297,12 +329,18 @@ impl Gateway {
                 GatewayError::ShuttingDown => extra.push(("retry-after", "1".to_string())),
                 _ => {}
             }
+            // In the client's dialect.
+            let (status, body) = if ctx.anthropic_client() {
+                (e.anthropic_status(), e.anthropic_body())
+            } else {
+                (e.status(), e.body())
+            };
             self.respond(
                 session,
                 ctx,
-                e.status(),
+                status,
                 "application/json",
-                Bytes::from(e.body()),
+                Bytes::from(body),
                 &extra,
             )
             .await?;
@@ -319,8 +357,7 @@ impl Gateway {
         e: &GatewayError,
     ) -> Result<()> {
         ctx.outcome.mid_stream_error = true;
-        session
-            .write_response_body(Some(sse_error_event(e)), true)
-            .await
+        let event = stream_error_event(e, ctx.anthropic_client());
+        session.write_response_body(Some(event), true).await
     }
 }

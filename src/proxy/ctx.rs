@@ -14,6 +14,8 @@ use switchyard_filters::route::{Class, Skip, MAX_CANDIDATES};
 use switchyard_filters::usage::{Usage, UsageChunkStripper};
 
 use super::failure::Failure;
+use super::translate::{Collect, Relay, Transcoder};
+use switchyard_filters::error::GatewayError;
 use crate::cache::Flight;
 use crate::metrics::ProviderCounters;
 use crate::state::Snapshot;
@@ -64,6 +66,10 @@ pub(super) struct Req {
     pub(super) client_wants_usage: bool,
     /// The gateway asked the current candidate for the usage chunk.
     pub(super) inject_usage: bool,
+    /// How the request goes to the current candidate.
+    pub(super) relay: Relay,
+    /// The endpoint the current candidate gets (differs when translating).
+    pub(super) upstream_endpoint: Option<Endpoint>,
 }
 
 /// Candidates, attempts and why each one failed.
@@ -91,6 +97,8 @@ pub(super) struct RouteState {
     pub(super) pending_resend: Option<&'static str>,
     /// The smallest `Retry-After` of the candidates that answered 429.
     pub(super) retry_after: Option<u64>,
+    /// The request cannot go to a candidate as it is: the answer.
+    pub(super) refused: Option<GatewayError>,
     /// Candidates skipped for a used-up quota.
     pub(super) quota_failures: u8,
 }
@@ -125,6 +133,12 @@ pub(super) struct Tap {
     pub(super) strip: Option<UsageChunkStripper>,
     /// The response body ended.
     pub(super) complete: bool,
+    /// Translates the stream for the client.
+    pub(super) transcoder: Option<Transcoder>,
+    /// Gathers a body that is translated whole.
+    pub(super) collect: Option<Collect>,
+    /// A native Anthropic stream's input-side usage (from `message_start`).
+    pub(super) head_usage: Option<Usage>,
 }
 
 /// The tenant and what admission gave it.
@@ -233,6 +247,12 @@ impl Ctx {
         if let Some(i) = self.route.current {
             let _ = self.route.failures.try_push((i, why));
         }
+    }
+
+    /// Whether the client speaks the Anthropic Messages API (its errors are
+    /// Anthropic-shaped).
+    pub(super) fn anthropic_client(&self) -> bool {
+        self.endpoint.is_some_and(Endpoint::is_anthropic)
     }
 
     /// Marks the hand-off: everything until now was the gateway's own time.

@@ -11,6 +11,7 @@ use switchyard_filters::error::{clip, GatewayError, ECHO_LIMIT};
 use switchyard_filters::route::{Class, Skip};
 
 use super::ctx::Ctx;
+use super::translate::stream_error_event;
 use super::Gateway;
 use crate::state::Snapshot;
 
@@ -40,6 +41,8 @@ pub enum Failure {
     QuotaExhausted,
     /// The quota state (Redis) could not be read.
     QuotaUnavailable,
+    /// The provider has no form of this endpoint (embeddings from Anthropic, say).
+    Unsupported,
 }
 
 impl Failure {
@@ -57,6 +60,7 @@ impl Failure {
             Self::ConnectionError => "connection error",
             Self::QuotaExhausted => "daily quota exhausted",
             Self::QuotaUnavailable => "quota state unavailable",
+            Self::Unsupported => "does not serve this endpoint",
         }
     }
 
@@ -74,6 +78,7 @@ impl Failure {
             Self::ConnectionError => "connection_error",
             Self::QuotaExhausted => "quota_exhausted",
             Self::QuotaUnavailable => "quota_unavailable",
+            Self::Unsupported => "unsupported",
         }
     }
 }
@@ -122,12 +127,10 @@ pub(super) fn no_backend_detail(snap: &Snapshot, ctx: &Ctx) -> String {
     }
 }
 
-/// The SSE event that ends a stream in error: `data: {"error":{...}}` and a blank line.
+/// The SSE event that ends an OpenAI-dialect stream in error: `data: {"error":{...}}`
+/// and a blank line.
 pub(crate) fn sse_error_event(e: &GatewayError) -> Bytes {
-    let mut ev = b"data: ".to_vec();
-    ev.extend_from_slice(&e.body());
-    ev.extend_from_slice(b"\n\n");
-    Bytes::from(ev)
+    stream_error_event(e, false)
 }
 
 impl Gateway {
@@ -332,9 +335,17 @@ impl Gateway {
                     e.etype().as_str()
                 ))
             };
-            let _ = session
-                .write_response_body(Some(sse_error_event(&gerr)), true)
-                .await;
+            // A translated stream ends the way its translator ends a cut stream (an
+            // error frame in the client's dialect, no end marker).
+            let frame = match ctx.tap.transcoder.as_mut() {
+                Some(t) if !abandoned => {
+                    let mut out = Vec::new();
+                    t.finish(&mut out);
+                    Bytes::from(out)
+                }
+                _ => stream_error_event(&gerr, ctx.anthropic_client()),
+            };
+            let _ = session.write_response_body(Some(frame), true).await;
         }
         FailToProxy {
             error_code: ctx.outcome.status,
@@ -348,6 +359,9 @@ impl Gateway {
         let snap = ctx.snap.as_ref();
         let failures = &ctx.route.failures;
         let only = |w: Failure| !failures.is_empty() && failures.iter().all(|(_, f)| *f == w);
+        if let Some(refused) = &ctx.route.refused {
+            return Some(refused.clone());
+        }
         Some(match (e.etype(), snap) {
             (t, _) if *t == pingora_proxy::ABANDONED => GatewayError::ShuttingDown,
             (_, Some(snap)) if ctx.route.quota_failures > 0 && only(Failure::QuotaExhausted) => {
@@ -412,6 +426,7 @@ mod tests {
             Failure::ConnectionError,
             Failure::QuotaExhausted,
             Failure::QuotaUnavailable,
+            Failure::Unsupported,
         ];
         let labels: std::collections::HashSet<_> = all.iter().map(|f| f.label()).collect();
         assert_eq!(labels.len(), all.len());

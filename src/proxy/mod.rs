@@ -33,6 +33,7 @@ mod finish;
 mod replay;
 mod stages;
 mod tap;
+mod translate;
 mod upstream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +53,7 @@ use switchyard_filters::error::{clip, GatewayError};
 pub(crate) use answers::abandoned;
 pub use ctx::{CacheStatus, Ctx};
 pub(crate) use failure::sse_error_event;
+pub(crate) use translate::stream_error_event;
 pub use failure::Failure;
 
 use crate::state::Hub;

@@ -26,6 +26,9 @@ use compact_str::CompactString;
 use http::header;
 use pingora_proxy::Session;
 use switchyard_filters::cachekey::{self, CachePolicy};
+use switchyard_filters::dialect::{
+    estimate_input_tokens, validate_anthropic_count_tokens, validate_anthropic_request,
+};
 use switchyard_filters::endpoint::{classify, Endpoint, Unrouted};
 use switchyard_filters::error::GatewayError;
 use switchyard_filters::head::{HeadError, RequestHead};
@@ -35,12 +38,18 @@ use super::answers::{models_list, Answer};
 use super::body::{read_body, BodyPace};
 use super::ctx::{CacheStatus, Ctx};
 use super::failure::no_backend_detail;
+use super::translate::speaks_messages;
 use super::{Gateway, X_REQUEST_ID, X_ROUTE};
 use crate::cache::{self, Role};
 use crate::config::CacheScope;
-use crate::state::Snapshot;
+use crate::state::{Provider, Snapshot};
 use crate::store::AdmitArgs;
 use crate::tenancy::Tenant;
+
+/// Whether `count_tokens` can go to this provider (it answers it itself).
+fn counts_tokens(p: &Provider) -> bool {
+    p.upstream.as_ref().is_some_and(speaks_messages)
+}
 
 /// A stage's outcome: go on with `T`, or answer.
 pub(super) enum Step<T> {
@@ -101,6 +110,9 @@ impl Gateway {
             return Some(Answer::Follow(follower));
         }
         let first_provider = &snap.providers[first as usize];
+        if endpoint == Endpoint::CountTokens && !counts_tokens(first_provider) {
+            return Some(Answer::Estimate(estimate_input_tokens(&ctx.req.body)));
+        }
         first_provider
             .mock
             .clone()
@@ -172,7 +184,11 @@ impl Gateway {
                     None => answer(GatewayError::ModelNotFound(id.to_string())),
                 }
             }
-            Endpoint::Chat | Endpoint::Completions | Endpoint::Embeddings => Step::Next(endpoint),
+            Endpoint::Chat
+            | Endpoint::Completions
+            | Endpoint::Embeddings
+            | Endpoint::Messages
+            | Endpoint::CountTokens => Step::Next(endpoint),
         }
     }
 
@@ -227,6 +243,20 @@ impl Gateway {
             Err(HeadError::NotAnObject) => return answer(GatewayError::BodyNotObject),
             Err(HeadError::Duplicate(k)) => return answer(GatewayError::DuplicateKey(k)),
         };
+        // The Messages API's own rules (`max_tokens` required, tool inputs objects, …),
+        // before anything is forwarded, whichever way the request goes.
+        let checked = match endpoint {
+            Endpoint::Messages => validate_anthropic_request(body),
+            Endpoint::CountTokens => validate_anthropic_count_tokens(body),
+            _ => Ok(()),
+        };
+        if let Err(e) = checked {
+            return answer(GatewayError::Invalid {
+                message: e.message,
+                param: e.param,
+                code: e.code,
+            });
+        }
         let Some(model) = head.model.as_deref().filter(|m| !m.is_empty()) else {
             return answer(GatewayError::MissingModel);
         };
@@ -235,7 +265,8 @@ impl Gateway {
             return answer(GatewayError::ModelNameTooLong(max_model));
         }
         ctx.req.model = CompactString::from(model);
-        ctx.req.stream = head.is_stream() && endpoint != Endpoint::Embeddings;
+        ctx.req.stream = head.is_stream()
+            && !matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens);
         ctx.req.client_wants_usage = head.client_wants_usage();
         if !tenant.allows(model) {
             return answer(GatewayError::ModelNotAllowed(model.to_string()));
@@ -295,9 +326,14 @@ impl Gateway {
         } else {
             CachePolicy::OFF
         };
-        let (true, Some(resolved)) = (ctx.cache.policy.active(), resolved) else {
+        let (true, Some(mut resolved)) = (ctx.cache.policy.active(), resolved) else {
             return;
         };
+        if endpoint.is_anthropic() {
+            // A streamed and a whole Anthropic answer are kept apart (the replay of one
+            // as the other is an OpenAI-only conversion).
+            resolved.push_str(if ctx.req.stream { "#sse" } else { "#json" });
+        }
         if let Some(k) = cachekey::key(endpoint, &resolved, body) {
             let scope = match cache.scope {
                 CacheScope::Tenant => tenant.name.as_str(),

@@ -9,13 +9,36 @@ use bytes::Bytes;
 use switchyard_filters::usage::{usage_from_tail, Usage};
 
 use super::ctx::Ctx;
+use super::translate;
 
 /// Taps one body chunk (`None` with `end_of_stream`: the end of the body).
 pub(super) fn on_body(body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut Ctx) {
+    if translate::on_body(body, end_of_stream, ctx) {
+        // Translated for the client: its usage comes from the translator, and the
+        // flight's followers get what the client got.
+        if let Some(b) = body.as_ref().filter(|b| !b.is_empty()) {
+            if ctx.time.first_chunk.is_none() {
+                ctx.time.first_chunk = Some(Instant::now());
+            }
+            if let Some(f) = &ctx.cache.flight {
+                f.push(b);
+            }
+        }
+        if end_of_stream {
+            ctx.time.last_chunk = Some(Instant::now());
+            ctx.tap.complete = true;
+        }
+        return;
+    }
     let tap = &mut ctx.tap;
     if let Some(b) = body.as_ref() {
         if ctx.time.first_chunk.is_none() && !b.is_empty() {
             ctx.time.first_chunk = Some(Instant::now());
+            // A native Anthropic stream reports its input side only in `message_start`,
+            // at the start; the end of the stream has the output side.
+            if tap.scan && ctx.req.stream && ctx.endpoint.is_some_and(|e| e.is_anthropic()) {
+                tap.head_usage = usage_from_tail(b);
+            }
         }
         if let (Some(f), false) = (&ctx.cache.flight, b.is_empty()) {
             f.push(b);
@@ -48,9 +71,21 @@ pub(super) fn on_body(body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut C
 
 /// The usage of the response, once it ended.
 pub(super) fn usage(ctx: &Ctx) -> Option<Usage> {
-    match &ctx.tap.strip {
+    let tail = match &ctx.tap.strip {
         Some(st) => st.usage(),
         None => usage_of_tail(&ctx.tap.tail),
+    };
+    match (ctx.tap.head_usage, tail) {
+        (Some(head), Some(end)) => {
+            let prompt = end.prompt_tokens.max(head.prompt_tokens);
+            let completion = end.completion_tokens.max(head.completion_tokens);
+            Some(Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                total_tokens: prompt + completion,
+            })
+        }
+        (head, end) => end.or(head),
     }
 }
 

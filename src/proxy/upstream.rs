@@ -12,13 +12,14 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use switchyard_filters::endpoint::Endpoint;
-use switchyard_filters::rewrite::{rewrite_body, Rewrite};
 use switchyard_filters::usage::UsageChunkStripper;
 
 use super::ctx::Ctx;
 use super::failure::Failure;
+use super::translate::{self, Plan, Relay};
 use super::{Gateway, X_API_KEY, X_ROUTE};
 use crate::config::IpNet;
+use crate::providers::presets::Wire;
 use crate::state::Snapshot;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -147,27 +148,50 @@ impl Gateway {
                     }
                 }
             }
+            ctx.req.inject_usage = ctx.req.stream
+                && p.inject_usage
+                && !ctx.req.client_wants_usage
+                && up.wire == Wire::OpenAi;
+            let (relay, endpoint, body) = match translate::plan(ctx, p, up) {
+                Plan::Go {
+                    relay,
+                    endpoint,
+                    body,
+                } => (relay, endpoint, body),
+                Plan::Skip => {
+                    let _ = ctx.route.failures.try_push((i, Failure::Unsupported));
+                    continue;
+                }
+                Plan::Refuse(e) => {
+                    ctx.route.refused = Some(e);
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(400),
+                        "the request cannot be translated for this provider",
+                    ));
+                }
+            };
             if let Some(prev) = ctx.route.current.filter(|&c| c != i) {
                 snap.providers[prev as usize].counters.fallbacks.inc();
             }
             if let Some(reason) = ctx.route.pending_resend.take() {
                 self.hub.metrics.resends.with_label_values(&[reason]).inc();
             }
+            if !matches!(relay, Relay::Pass) {
+                self.hub
+                    .metrics
+                    .translations
+                    .with_label_values(&[relay.label()])
+                    .inc();
+            }
             Self::enter_provider(ctx, &snap, i);
             ctx.route.attempts = ctx.route.attempts.saturating_add(1);
-            let r = &mut ctx.req;
-            r.inject_usage = r.stream && p.inject_usage && !r.client_wants_usage;
-            let model_changes = r.upstream_model != r.model;
-            let rw = Rewrite {
-                model: model_changes.then_some(r.upstream_model.as_str()),
-                include_usage: r.inject_usage,
-            };
-            r.send_body = match rewrite_body(&r.body, rw) {
-                Some(v) => Bytes::from(v),
-                None => r.body.clone(),
-            };
+            ctx.req.relay = relay;
+            ctx.req.upstream_endpoint = Some(endpoint);
+            ctx.req.send_body = body;
             ctx.time.upstream_header = None;
             ctx.tap.strip = None;
+            ctx.tap.transcoder = None;
+            ctx.tap.collect = None;
             return Ok(Box::new(peer.clone()));
         }
         Err(Error::explain(
@@ -183,7 +207,9 @@ impl Gateway {
         req: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let (Some(snap), Some(i), Some(ep)) = (&ctx.snap, ctx.route.current, ctx.endpoint) else {
+        let (Some(snap), Some(i), Some(ep)) =
+            (&ctx.snap, ctx.route.current, ctx.req.upstream_endpoint)
+        else {
             return Err(Error::explain(
                 ErrorType::InternalError,
                 "no provider chosen",
@@ -240,11 +266,14 @@ impl Gateway {
         for h in strip {
             req.remove_header(h);
         }
-        if let Some(a) = &up.auth {
-            req.insert_parsed_header(&header::AUTHORIZATION, "Authorization", a.clone());
+        if let Some((name, case, value)) = &up.auth {
+            req.insert_parsed_header(name, case, value.clone());
         }
         for (k, v) in &up.extra_headers {
             req.insert_header(k.clone(), v.clone())?;
+        }
+        if ep.is_anthropic() || up.wire == Wire::Anthropic {
+            translate::anthropic_headers(req, ctx, up);
         }
         let len = ctx.req.send_body.len();
         let declared_ok = req
@@ -265,9 +294,10 @@ impl Gateway {
 
     /// The upstream's response header for the answer the client gets: records the
     /// status, arms the usage tap, and starts the flight followers wait on.
-    pub(super) fn on_response_header(&self, resp: &ResponseHeader, ctx: &mut Ctx) {
+    pub(super) fn on_response_header(&self, resp: &mut ResponseHeader, ctx: &mut Ctx) {
         let status = resp.status.as_u16();
         ctx.outcome.status = status;
+        translate::on_header(resp, ctx);
         let ok = (200..300).contains(&status);
         ctx.tap.scan = ok && ctx.endpoint.is_some_and(Endpoint::is_inference);
         if let Some(f) = &ctx.cache.flight {
@@ -280,7 +310,7 @@ impl Gateway {
                 f.finish(false);
             }
         }
-        if ok && ctx.req.stream && ctx.req.inject_usage {
+        if ok && ctx.req.stream && ctx.req.inject_usage && matches!(ctx.req.relay, Relay::Pass) {
             ctx.tap.strip = Some(UsageChunkStripper::new());
         }
     }
