@@ -5,7 +5,9 @@
 //! (Anthropic's message id), `created` and `model`. Tool calls get a per-response counter
 //! as their `index` (the first tool after a text block is index 0, not Anthropic's block
 //! index 1); `id` and `name` appear only in a call's first fragment; a call that streams
-//! no arguments gets `"{}"` when its block stops.
+//! no arguments gets `"{}"` when its block stops. The finish chunk is written at
+//! `message_stop` (which follows `message_delta` at once), so a stream cut or failing
+//! before its end never carries a `finish_reason`.
 
 use serde_json::{json, Value};
 
@@ -60,7 +62,8 @@ struct Core {
     json_buf: String,
     usage: AnthropicUsage,
     usage_seen: bool,
-    finish_sent: bool,
+    /// The first stop reason a `message_delta` gave.
+    stop_reason: Option<String>,
     unknown_stop: Option<String>,
     end: Option<StreamEnd>,
 }
@@ -79,7 +82,7 @@ impl AnthropicSseToOpenAi {
                 json_buf: String::new(),
                 usage: AnthropicUsage::default(),
                 usage_seen: false,
-                finish_sent: false,
+                stop_reason: None,
                 unknown_stop: None,
                 end: None,
             },
@@ -163,13 +166,12 @@ impl Core {
             "content_block_stop" => self.block_stop(&v, out),
             "message_delta" => {
                 self.start(&Value::Null, out);
-                self.message_delta(&v, out);
+                self.message_delta(&v);
             }
             "message_stop" => {
                 self.start(&Value::Null, out);
-                if !self.finish_sent {
-                    self.send_finish(None, out);
-                }
+                let stop = self.stop_reason.take();
+                self.send_finish(stop.as_deref(), out);
                 if self.st.include_usage {
                     out.extend_from_slice(&self.envelope);
                     out.extend_from_slice(b"],\"usage\":");
@@ -372,19 +374,20 @@ impl Core {
         }
     }
 
-    fn message_delta(&mut self, v: &Value, out: &mut Vec<u8>) {
+    fn message_delta(&mut self, v: &Value) {
         if let Some(u) = v.get("usage") {
             self.usage.update(u, true);
             self.usage_seen = true;
         }
-        if self.finish_sent {
-            return;
-        }
-        if let Some(r) = v["delta"]["stop_reason"].as_str() {
-            self.send_finish(Some(r), out);
+        if self.stop_reason.is_none() {
+            if let Some(r) = v["delta"]["stop_reason"].as_str() {
+                self.stop_reason = Some(r.to_string());
+            }
         }
     }
 
+    /// The finish chunk, written at `message_stop` rather than at `message_delta`: the two
+    /// arrive together, and a stream cut between them must not look finished.
     fn send_finish(&mut self, stop_reason: Option<&str>, out: &mut Vec<u8>) {
         let (mut finish, known) = finish_reason_for(stop_reason);
         if !known {
@@ -395,7 +398,6 @@ impl Core {
             finish = "stop";
         }
         self.chunk(json!({}), Some(finish), out);
-        self.finish_sent = true;
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, message: &str, code: &str, end: StreamEnd) {
