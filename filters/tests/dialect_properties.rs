@@ -134,56 +134,59 @@ fn interleaving() -> impl Strategy<Value = Interleaving> {
         prop::collection::vec(any::<u8>(), 0..40),
         any::<(bool, bool, bool, bool)>(),
     )
-        .prop_map(|(reasoning, content, tools, order, (pack, fwc, null, done))| {
-            let tools: Vec<(String, Vec<String>)> = tools
-                .into_iter()
-                .map(|(v, pretty, cuts)| {
-                    let s = if pretty {
-                        serde_json::to_string_pretty(&v).unwrap()
-                    } else {
-                        v.to_string()
-                    };
-                    let pieces = cut(&s, &cuts);
-                    (s, pieces)
-                })
-                .collect();
-            let mut lanes: Vec<Vec<Frag>> = vec![
-                reasoning.iter().cloned().map(Frag::Reason).collect(),
-                content.iter().cloned().map(Frag::Content).collect(),
-            ];
-            for (k, (_, pieces)) in tools.iter().enumerate() {
-                lanes.push(
-                    pieces
-                        .iter()
-                        .enumerate()
-                        .map(|(j, p)| Frag::Tool(k, j == 0, p.clone()))
-                        .collect(),
-                );
-            }
-            for l in &mut lanes {
-                l.reverse();
-            }
-            let mut frags = Vec::new();
-            let mut o = order.into_iter().cycle();
-            loop {
-                let live: Vec<usize> = (0..lanes.len()).filter(|&i| !lanes[i].is_empty()).collect();
-                if live.is_empty() {
-                    break;
+        .prop_map(
+            |(reasoning, content, tools, order, (pack, fwc, null, done))| {
+                let tools: Vec<(String, Vec<String>)> = tools
+                    .into_iter()
+                    .map(|(v, pretty, cuts)| {
+                        let s = if pretty {
+                            serde_json::to_string_pretty(&v).unwrap()
+                        } else {
+                            v.to_string()
+                        };
+                        let pieces = cut(&s, &cuts);
+                        (s, pieces)
+                    })
+                    .collect();
+                let mut lanes: Vec<Vec<Frag>> = vec![
+                    reasoning.iter().cloned().map(Frag::Reason).collect(),
+                    content.iter().cloned().map(Frag::Content).collect(),
+                ];
+                for (k, (_, pieces)) in tools.iter().enumerate() {
+                    lanes.push(
+                        pieces
+                            .iter()
+                            .enumerate()
+                            .map(|(j, p)| Frag::Tool(k, j == 0, p.clone()))
+                            .collect(),
+                    );
                 }
-                let pick = live[o.next().unwrap_or(0) as usize % live.len()];
-                frags.push(lanes[pick].pop().unwrap());
-            }
-            Interleaving {
-                reasoning,
-                content,
-                tools,
-                frags,
-                pack,
-                finish_with_content: fwc,
-                usage_choices_null: null,
-                done,
-            }
-        })
+                for l in &mut lanes {
+                    l.reverse();
+                }
+                let mut frags = Vec::new();
+                let mut o = order.into_iter().cycle();
+                loop {
+                    let live: Vec<usize> =
+                        (0..lanes.len()).filter(|&i| !lanes[i].is_empty()).collect();
+                    if live.is_empty() {
+                        break;
+                    }
+                    let pick = live[o.next().unwrap_or(0) as usize % live.len()];
+                    frags.push(lanes[pick].pop().unwrap());
+                }
+                Interleaving {
+                    reasoning,
+                    content,
+                    tools,
+                    frags,
+                    pack,
+                    finish_with_content: fwc,
+                    usage_choices_null: null,
+                    done,
+                }
+            },
+        )
 }
 
 fn frag_delta(f: &Frag) -> Value {
@@ -211,7 +214,10 @@ fn openai_body(il: &Interleaving) -> String {
         json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
-    let mut chunks = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut chunks = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     let mut i = 0;
     while i < il.frags.len() {
         let f = &il.frags[i];
@@ -235,7 +241,11 @@ fn openai_body(il: &Interleaving) -> String {
         }
         i += 1;
     }
-    let finish = if il.tools.is_empty() { "stop" } else { "tool_calls" };
+    let finish = if il.tools.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
     match (il.finish_with_content, chunks.len() > 1) {
         (true, true) => {
             let last = chunks.last_mut().unwrap();
@@ -284,7 +294,10 @@ fn anthropic_blocks(out: &[u8]) -> Result<(Vec<Block>, Value), TestCaseError> {
         .map(|f| {
             let (ev, data) = f.split_once('\n').unwrap();
             let v: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
-            assert_eq!(ev.strip_prefix("event: ").unwrap(), v["type"].as_str().unwrap());
+            assert_eq!(
+                ev.strip_prefix("event: ").unwrap(),
+                v["type"].as_str().unwrap()
+            );
             v
         })
         .collect();
@@ -377,7 +390,11 @@ fn specs() -> impl Strategy<Value = Vec<Spec>> {
         )
             .prop_map(|(v, cuts)| {
                 let s = v.map(|v| v.to_string()).unwrap_or_default();
-                let pieces = if s.is_empty() { Vec::new() } else { cut(&s, &cuts) };
+                let pieces = if s.is_empty() {
+                    Vec::new()
+                } else {
+                    cut(&s, &cuts)
+                };
                 Spec::Tool(s, pieces)
             }),
     ];
@@ -393,15 +410,20 @@ fn ending() -> impl Strategy<Value = Ending> {
 }
 
 fn anthropic_events(specs: &[Spec], ending: Ending) -> Vec<Value> {
-    let mut ev = vec![json!({"type": "message_start", "message": {"id": "msg_a", "type": "message",
+    let mut ev = vec![
+        json!({"type": "message_start", "message": {"id": "msg_a", "type": "message",
         "role": "assistant", "content": [], "model": "claude-p", "stop_reason": null,
-        "usage": {"input_tokens": 11, "cache_read_input_tokens": 2, "output_tokens": 1}}})];
+        "usage": {"input_tokens": 11, "cache_read_input_tokens": 2, "output_tokens": 1}}}),
+    ];
     let mut tools = false;
     for (i, s) in specs.iter().enumerate() {
         let (block, deltas): (Value, Vec<Value>) = match s {
             Spec::Text(parts) => (
                 json!({"type": "text", "text": ""}),
-                parts.iter().map(|p| json!({"type": "text_delta", "text": p})).collect(),
+                parts
+                    .iter()
+                    .map(|p| json!({"type": "text_delta", "text": p}))
+                    .collect(),
             ),
             Spec::Thinking(parts) => {
                 let mut d: Vec<Value> = parts
@@ -447,7 +469,10 @@ fn anthropic_body(events: &[Value], noise: bool) -> String {
         s.push_str("\u{feff}: hi\r\n\r\n");
     }
     for e in events {
-        s.push_str(&format!("event: {}{nl}data: {e}{nl}{nl}", e["type"].as_str().unwrap()));
+        s.push_str(&format!(
+            "event: {}{nl}data: {e}{nl}{nl}",
+            e["type"].as_str().unwrap()
+        ));
         if noise {
             s.push_str(": keep-alive\r\n\r\nevent: ping\r\ndata: {\"type\":\"ping\"}\r\n\r\n");
             s.push_str("event: future\r\ndata: {\"type\":\"future\"}\r\n\r\n");

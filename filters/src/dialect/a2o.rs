@@ -203,10 +203,14 @@ pub fn anthropic_request_to_openai(
 
     // Tools first: history and tool_choice use the shortened names.
     let mut tools = Vec::new();
-    for t in req.get("tools").and_then(Value::as_array).into_iter().flatten() {
+    for t in req
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let name = t["name"].as_str().unwrap_or("");
-        if t
-            .get("type")
+        if t.get("type")
             .and_then(Value::as_str)
             .is_some_and(|ty| ty != "custom")
         {
@@ -420,7 +424,9 @@ fn user_messages(
                     // Otherwise a failed tool reads like a successful one.
                     text.insert_str(0, "Error: ");
                 }
-                out.push(json!({"role": "tool", "tool_call_id": b["tool_use_id"], "content": text}));
+                out.push(
+                    json!({"role": "tool", "tool_call_id": b["tool_use_id"], "content": text}),
+                );
             }
             // Thinking never belongs to a user turn; nothing to carry.
             Some("thinking" | "redacted_thinking") => {}
@@ -481,9 +487,13 @@ fn assistant_message(m: &Value, path: &str, st: &mut A2OState) -> Result<Value, 
             // Opaque to any other model; server-side tool traffic of an earlier Anthropic
             // backend cannot be replayed to an OpenAI one.
             Some(
-                "redacted_thinking" | "server_tool_use" | "web_search_tool_result"
-                | "web_fetch_tool_result" | "code_execution_tool_result"
-                | "bash_code_execution_tool_result" | "text_editor_code_execution_tool_result",
+                "redacted_thinking"
+                | "server_tool_use"
+                | "web_search_tool_result"
+                | "web_fetch_tool_result"
+                | "code_execution_tool_result"
+                | "bash_code_execution_tool_result"
+                | "text_editor_code_execution_tool_result",
             ) => {}
             other => {
                 return Err(TranslateError::unsupported(
@@ -640,10 +650,20 @@ pub fn estimate_input_tokens(body: &[u8]) -> u64 {
     if let Some(s) = req.get("system") {
         blocks(s, &mut add);
     }
-    for m in req.get("messages").and_then(Value::as_array).into_iter().flatten() {
+    for m in req
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         blocks(&m["content"], &mut add);
     }
-    for t in req.get("tools").and_then(Value::as_array).into_iter().flatten() {
+    for t in req
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         add(t["name"].as_str().unwrap_or(""));
         add(t["description"].as_str().unwrap_or(""));
         if let Some(s) = t.get("input_schema") {

@@ -79,7 +79,8 @@ pub fn openai_response_to_anthropic(
     let m = &choice["message"];
     let mut content = Vec::new();
     if let Some(t) = reasoning_of(m) {
-        content.push(json!({"type": "thinking", "thinking": t, "signature": st.thinking_signature}));
+        content
+            .push(json!({"type": "thinking", "thinking": t, "signature": st.thinking_signature}));
     }
     let mut text = text_of(&m["content"]);
     if text.is_empty() {

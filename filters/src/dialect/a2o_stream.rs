@@ -252,10 +252,7 @@ impl Core {
             self.usage_seen = true;
         }
         let choices = v["choices"].as_array();
-        let choice = choices.and_then(|c| {
-            c.iter()
-                .find(|c| c["index"].as_u64().unwrap_or(0) == 0)
-        });
+        let choice = choices.and_then(|c| c.iter().find(|c| c["index"].as_u64().unwrap_or(0) == 0));
         if let (Some(c), true) = (choice, self.finish.is_none()) {
             let d = &c["delta"];
             if let Some(r) = reasoning_of(d) {
@@ -278,7 +275,10 @@ impl Core {
             }
             match c["finish_reason"].as_str() {
                 Some("error") => {
-                    self.upstream_error(&json!({"message": "upstream finished with an error"}), out);
+                    self.upstream_error(
+                        &json!({"message": "upstream finished with an error"}),
+                        out,
+                    );
                     return;
                 }
                 Some(r) => self.on_finish(Some(r), c["stop_reason"].as_str(), out),
@@ -401,7 +401,11 @@ impl Core {
             },
             Lane::Tool(s) => {
                 self.tools[s].buf.push_str(text);
-                if !self.queue.iter().any(|q| matches!(q, Queued::Tool(x) if *x == s)) {
+                if !self
+                    .queue
+                    .iter()
+                    .any(|q| matches!(q, Queued::Tool(x) if *x == s))
+                {
                     self.queue.push_back(Queued::Tool(s));
                 }
             }
@@ -446,7 +450,9 @@ impl Core {
                 let msg_id = &self.st.message_id;
                 let t = &mut self.tools[s];
                 t.state = ToolState::Open;
-                let id = t.id.clone().unwrap_or_else(|| format!("toolu_{msg_id}_{s}"));
+                let id =
+                    t.id.clone()
+                        .unwrap_or_else(|| format!("toolu_{msg_id}_{s}"));
                 let name = if t.name.is_empty() {
                     format!("unnamed_tool_{s}")
                 } else {
@@ -527,12 +533,12 @@ impl Core {
         self.event(
             out,
             json!({"type": "message_delta",
-                "delta": {"stop_reason": reason, "stop_sequence": seq},
-                "usage": {
-                    "input_tokens": u.prompt.saturating_sub(u.cached),
-                    "output_tokens": u.completion,
-                    "cache_read_input_tokens": u.cached,
-                }}),
+            "delta": {"stop_reason": reason, "stop_sequence": seq},
+            "usage": {
+                "input_tokens": u.prompt.saturating_sub(u.cached),
+                "output_tokens": u.completion,
+                "cache_read_input_tokens": u.cached,
+            }}),
         );
         self.event(out, json!({"type": "message_stop"}));
         self.end = Some(StreamEnd::Complete);

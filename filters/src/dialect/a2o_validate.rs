@@ -56,12 +56,7 @@ pub(crate) fn validate_object(
                 ))
             }
             Some(v) if v.as_u64().is_some_and(|n| n > 0) => {}
-            Some(_) => {
-                return Err(bad(
-                    "max_tokens must be a positive integer",
-                    "max_tokens",
-                ))
-            }
+            Some(_) => return Err(bad("max_tokens must be a positive integer", "max_tokens")),
         }
     }
     let Some(messages) = req.get("messages") else {
@@ -125,7 +120,7 @@ pub(crate) fn validate_object(
         None | Some(Value::Null) => {}
         Some(Value::Array(tools)) => {
             for (j, t) in tools.iter().enumerate() {
-                if !t["name"].as_str().is_some_and(|n| !n.is_empty()) {
+                if t["name"].as_str().is_none_or(|n| n.is_empty()) {
                     return Err(bad("each tool needs a name", format!("tools.{j}.name")));
                 }
                 if let Some(s) = t.get("input_schema") {
@@ -144,7 +139,12 @@ pub(crate) fn validate_object(
         match tc["type"].as_str() {
             Some("auto" | "any" | "none") => {}
             Some("tool") if tc["name"].is_string() => {}
-            Some("tool") => return Err(bad("tool_choice of type tool needs a name", "tool_choice.name")),
+            Some("tool") => {
+                return Err(bad(
+                    "tool_choice of type tool needs a name",
+                    "tool_choice.name",
+                ))
+            }
             _ => {
                 return Err(bad(
                     "tool_choice.type must be one of auto, any, tool, none",
@@ -172,7 +172,10 @@ pub(crate) fn validate_object(
     }
     if let Some(v) = req.get("stop_sequences").filter(|v| !v.is_null()) {
         if !v.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
-            return Err(bad("stop_sequences must be an array of strings", "stop_sequences"));
+            return Err(bad(
+                "stop_sequences must be an array of strings",
+                "stop_sequences",
+            ));
         }
     }
     Ok(())
@@ -186,21 +189,26 @@ fn block(b: &Value, path: &str) -> Result<(), TranslateError> {
         ));
     };
     match t {
-        "text" if !b["text"].is_string() => Err(bad("text must be a string", format!("{path}.text"))),
+        "text" if !b["text"].is_string() => {
+            Err(bad("text must be a string", format!("{path}.text")))
+        }
         "tool_use" => {
-            if !b["id"].as_str().is_some_and(|s| !s.is_empty()) {
+            if b["id"].as_str().is_none_or(|s| s.is_empty()) {
                 return Err(bad("tool_use needs an id", format!("{path}.id")));
             }
-            if !b["name"].as_str().is_some_and(|s| !s.is_empty()) {
+            if b["name"].as_str().is_none_or(|s| s.is_empty()) {
                 return Err(bad("tool_use needs a name", format!("{path}.name")));
             }
             if !b["input"].is_object() {
-                return Err(bad("tool_use input must be an object", format!("{path}.input")));
+                return Err(bad(
+                    "tool_use input must be an object",
+                    format!("{path}.input"),
+                ));
             }
             Ok(())
         }
         "tool_result" => {
-            if !b["tool_use_id"].as_str().is_some_and(|s| !s.is_empty()) {
+            if b["tool_use_id"].as_str().is_none_or(|s| s.is_empty()) {
                 return Err(bad(
                     "tool_result needs a tool_use_id",
                     format!("{path}.tool_use_id"),

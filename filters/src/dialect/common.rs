@@ -43,7 +43,11 @@ pub struct TranslateError {
 pub const INVALID_UPSTREAM_RESPONSE: &str = "invalid_upstream_response";
 
 impl TranslateError {
-    pub(crate) fn new(message: impl Into<String>, param: Option<String>, code: &'static str) -> Self {
+    pub(crate) fn new(
+        message: impl Into<String>,
+        param: Option<String>,
+        code: &'static str,
+    ) -> Self {
         Self {
             message: message.into(),
             param,
@@ -164,7 +168,9 @@ pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, TranslateE
 pub(crate) fn parse_upstream(body: &[u8]) -> Result<Map<String, Value>, TranslateError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(TranslateError::upstream("upstream body is not a JSON object")),
+        Ok(_) => Err(TranslateError::upstream(
+            "upstream body is not a JSON object",
+        )),
         Err(e) => Err(TranslateError::upstream(format!(
             "upstream body is not valid JSON: {e}"
         ))),

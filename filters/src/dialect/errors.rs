@@ -48,7 +48,7 @@ pub fn anthropic_error_type(status: u16) -> &'static str {
         413 => "request_too_large",
         429 => "rate_limit_error",
         503 | 529 => "overloaded_error",
-        400..=499 => "invalid_request_error",
+        s if (400..500).contains(&s) => "invalid_request_error",
         _ => "api_error",
     }
 }
@@ -113,7 +113,7 @@ pub fn anthropic_error_to_openai(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
         413 => (413, "invalid_request_error", Some("request_too_large")),
         429 => (429, "rate_limit_error", Some("rate_limit_exceeded")),
         529 => (503, "server_error", Some("overloaded")),
-        400..=499 => (status, "invalid_request_error", None),
+        s if (400..500).contains(&s) => (s, "invalid_request_error", None),
         _ => (502, "server_error", None),
     };
     (out, error_json(&message, otype, None, code))
@@ -149,7 +149,10 @@ pub fn openai_error_to_anthropic(status: u16, body: &[u8]) -> (u16, Vec<u8>) {
     } else {
         message
     };
-    (out, anthropic_error_body(anthropic_error_type(out), &message))
+    (
+        out,
+        anthropic_error_body(anthropic_error_type(out), &message),
+    )
 }
 
 #[cfg(test)]
@@ -164,15 +167,71 @@ mod tests {
     fn anthropic_statuses() {
         let body = |t: &str, m: &str| anthropic_error_body(t, m);
         let cases: [(u16, &str, &str, u16, &str, Value); 9] = [
-            (400, "invalid_request_error", "prompt is too long: 300000 tokens > 200000 maximum", 400, "invalid_request_error", json!("context_length_exceeded")),
-            (400, "invalid_request_error", "bad", 400, "invalid_request_error", Value::Null),
-            (401, "authentication_error", "x", 401, "authentication_error", json!("invalid_api_key")),
-            (403, "permission_error", "x", 403, "permission_error", Value::Null),
-            (404, "not_found_error", "model: nope", 404, "not_found_error", json!("model_not_found")),
-            (413, "request_too_large", "x", 413, "invalid_request_error", json!("request_too_large")),
-            (429, "rate_limit_error", "x", 429, "rate_limit_error", json!("rate_limit_exceeded")),
+            (
+                400,
+                "invalid_request_error",
+                "prompt is too long: 300000 tokens > 200000 maximum",
+                400,
+                "invalid_request_error",
+                json!("context_length_exceeded"),
+            ),
+            (
+                400,
+                "invalid_request_error",
+                "bad",
+                400,
+                "invalid_request_error",
+                Value::Null,
+            ),
+            (
+                401,
+                "authentication_error",
+                "x",
+                401,
+                "authentication_error",
+                json!("invalid_api_key"),
+            ),
+            (
+                403,
+                "permission_error",
+                "x",
+                403,
+                "permission_error",
+                Value::Null,
+            ),
+            (
+                404,
+                "not_found_error",
+                "model: nope",
+                404,
+                "not_found_error",
+                json!("model_not_found"),
+            ),
+            (
+                413,
+                "request_too_large",
+                "x",
+                413,
+                "invalid_request_error",
+                json!("request_too_large"),
+            ),
+            (
+                429,
+                "rate_limit_error",
+                "x",
+                429,
+                "rate_limit_error",
+                json!("rate_limit_exceeded"),
+            ),
             (500, "api_error", "x", 502, "server_error", Value::Null),
-            (529, "overloaded_error", "x", 503, "server_error", json!("overloaded")),
+            (
+                529,
+                "overloaded_error",
+                "x",
+                503,
+                "server_error",
+                json!("overloaded"),
+            ),
         ];
         for (s, t, m, want_s, want_t, want_c) in cases {
             let (got_s, b) = anthropic_error_to_openai(s, &body(t, m));
@@ -180,12 +239,18 @@ mod tests {
             assert_eq!(got_s, want_s, "{s} {t}");
             assert_eq!(v["error"]["type"], want_t, "{s} {t}");
             assert_eq!(v["error"]["code"], want_c, "{s} {t}");
-            assert!(v["error"]["message"].as_str().unwrap().starts_with("anthropic: "));
+            assert!(v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("anthropic: "));
             assert!(v["error"]["param"].is_null());
         }
         let (s, b) = anthropic_error_to_openai(504, b"<html>gateway timeout</html>");
         assert_eq!(s, 502);
-        assert_eq!(parse(&b)["error"]["message"], "anthropic: <html>gateway timeout</html>");
+        assert_eq!(
+            parse(&b)["error"]["message"],
+            "anthropic: <html>gateway timeout</html>"
+        );
         assert_eq!(anthropic_error_to_openai(409, b"{}").0, 409);
     }
 
@@ -218,7 +283,10 @@ mod tests {
         let (_, b) = openai_error_to_anthropic(500, b"plain text");
         assert_eq!(parse(&b)["error"]["message"], "plain text");
         let (_, b) = openai_error_to_anthropic(500, b"");
-        assert_eq!(parse(&b)["error"]["message"], "upstream returned status 500");
+        assert_eq!(
+            parse(&b)["error"]["message"],
+            "upstream returned status 500"
+        );
         // vLLM's native endpoint: Anthropic envelope, non-Anthropic type.
         let (s, b) = openai_error_to_anthropic(
             500,

@@ -4,7 +4,7 @@
 //! caller. Bodies are parsed once into `serde_json::Value`; streams are transcoded event
 //! by event as bytes arrive.
 //!
-//! # Client on `/v1/chat/completions`, upstream Anthropic ([`o2a`])
+//! # Client on `/v1/chat/completions`, upstream Anthropic
 //!
 //! ```text
 //! openai_request_to_anthropic(body, model, &opts) -> (anthropic body, O2AState)
@@ -13,7 +13,7 @@
 //!   error:     anthropic_error_to_openai(status, body) -> (status, body)
 //! ```
 //!
-//! # Client on `/v1/messages`, upstream OpenAI-compatible ([`a2o`])
+//! # Client on `/v1/messages`, upstream OpenAI-compatible
 //!
 //! ```text
 //! anthropic_request_to_openai(body, model, &opts) -> (openai body, A2OState)
@@ -77,7 +77,9 @@ mod o2a_response;
 mod o2a_stream;
 pub mod sse;
 
-pub use a2o::{estimate_input_tokens, anthropic_request_to_openai, A2OState, AnthropicToOpenAi, Backend};
+pub use a2o::{
+    anthropic_request_to_openai, estimate_input_tokens, A2OState, AnthropicToOpenAi, Backend,
+};
 pub use a2o_response::{openai_response_to_anthropic, stop_reason_for};
 pub use a2o_stream::OpenAiSseToAnthropic;
 pub use a2o_validate::{validate_anthropic_count_tokens, validate_anthropic_request};
@@ -87,8 +89,8 @@ pub use errors::{
     openai_error_to_anthropic,
 };
 pub use o2a::{
-    openai_request_to_anthropic, JsonMode, MidConversationSystem, O2AState,
-    OpenAiToAnthropic, JSON_TOOL,
+    openai_request_to_anthropic, JsonMode, MidConversationSystem, O2AState, OpenAiToAnthropic,
+    JSON_TOOL,
 };
 pub use o2a_response::{anthropic_response_to_openai, finish_reason_for};
 pub use o2a_stream::AnthropicSseToOpenAi;

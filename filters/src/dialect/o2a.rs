@@ -183,11 +183,18 @@ impl O2AState {
 /// Translates an OpenAI chat request into an Anthropic Messages request for
 /// `upstream_model`. Returns the body and the state its response translation needs.
 ///
+/// Messages: `system`/`developer` messages go to `system` (blank ones skipped); runs of
+/// user-side (`user`, `tool`) and assistant messages merge into single turns, with every
+/// `tool_result` first in its user turn; blank text blocks are dropped and a user turn
+/// left empty gets a `"."`; a final assistant message is a prefill without trailing
+/// whitespace (and [`O2AState::prefix`] with `"prefix": true`); tool history without
+/// `tools` gets minimal definitions and `tool_choice: none`.
+///
 /// Refuses (400, OpenAI shape via [`TranslateError::openai_body`]): `n` other than 1,
 /// `logprobs`/`top_logprobs` (unless dropping is configured), audio, legacy `functions`,
 /// tool-call arguments that are not a JSON object, unsupported content parts or image
 /// types, a forced tool together with thinking, and a conversation without a
-/// non-system message. The messages algorithm is in [`super::o2a_messages`].
+/// non-system message.
 pub fn openai_request_to_anthropic(
     body: &[u8],
     upstream_model: &str,
@@ -210,9 +217,9 @@ pub fn openai_request_to_anthropic(
     out.insert("model".into(), json!(upstream_model));
 
     let (thinking, budget, effort) = thinking(&req, opts)?;
-    st.thinking = thinking.as_ref().is_some_and(|t| {
-        matches!(t["type"].as_str(), Some("enabled" | "adaptive"))
-    });
+    st.thinking = thinking
+        .as_ref()
+        .is_some_and(|t| matches!(t["type"].as_str(), Some("enabled" | "adaptive")));
     let requested = max_tokens(&req)?;
     st.default_max_tokens_applied = requested.is_none();
     let mut max = requested.unwrap_or(opts.default_max_tokens).max(1);
@@ -259,7 +266,9 @@ pub fn openai_request_to_anthropic(
     if let Some((schema, mode)) = json_mode {
         if tools.iter().any(|t| t["name"] == JSON_TOOL) {
             return Err(TranslateError::invalid(
-                format!("The tool name `{JSON_TOOL}` is reserved while response_format asks for JSON."),
+                format!(
+                    "The tool name `{JSON_TOOL}` is reserved while response_format asks for JSON."
+                ),
                 "tools",
             ));
         }
@@ -353,14 +362,19 @@ fn thinking(
         if !t.is_object() {
             return Err(TranslateError::invalid("must be an object", "thinking"));
         }
-        let budget = t["budget_tokens"].as_u64().filter(|_| t["type"] == "enabled");
+        let budget = t["budget_tokens"]
+            .as_u64()
+            .filter(|_| t["type"] == "enabled");
         return Ok((Some(t.clone()), budget, None));
     }
     let Some(effort) = req.get("reasoning_effort").filter(|e| !e.is_null()) else {
         return Ok((None, None, None));
     };
     let Some(effort) = effort.as_str() else {
-        return Err(TranslateError::invalid("must be a string", "reasoning_effort"));
+        return Err(TranslateError::invalid(
+            "must be a string",
+            "reasoning_effort",
+        ));
     };
     if matches!(effort, "minimal" | "none") {
         return Ok((None, None, None));
@@ -375,7 +389,11 @@ fn thinking(
         ));
     };
     if opts.adaptive_thinking {
-        return Ok((Some(json!({"type": "adaptive"})), None, Some(effort.to_string())));
+        return Ok((
+            Some(json!({"type": "adaptive"})),
+            None,
+            Some(effort.to_string()),
+        ));
     }
     Ok((
         Some(json!({"type": "enabled", "budget_tokens": budget})),
@@ -428,9 +446,9 @@ fn sampling(
         if thinking {
             st.drop_param("top_k");
         } else {
-            let k = k
-                .as_u64()
-                .ok_or_else(|| TranslateError::invalid("must be a non-negative integer", "top_k"))?;
+            let k = k.as_u64().ok_or_else(|| {
+                TranslateError::invalid("must be a non-negative integer", "top_k")
+            })?;
             out.insert("top_k".into(), json!(k));
         }
     }
@@ -440,9 +458,9 @@ fn sampling(
         Some(Value::Array(a)) => a
             .iter()
             .map(|s| {
-                s.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| TranslateError::invalid("must be a string or a list of strings", "stop"))
+                s.as_str().map(str::to_string).ok_or_else(|| {
+                    TranslateError::invalid("must be a string or a list of strings", "stop")
+                })
             })
             .collect::<Result<_, _>>()?,
         Some(_) => {
@@ -470,8 +488,7 @@ fn looks_personal(u: &str) -> bool {
     }
     let digits = u.chars().filter(char::is_ascii_digit).count();
     digits >= 7
-        && u
-            .chars()
+        && u.chars()
             .all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | ' ' | '(' | ')' | '.'))
 }
 
@@ -570,7 +587,11 @@ fn tool_choice(req: &Map<String, Value>, thinking: bool) -> Result<Option<Value>
             }
         },
     };
-    if thinking && choice.as_ref().is_some_and(|c| c["type"] == "any" || c["type"] == "tool") {
+    if thinking
+        && choice
+            .as_ref()
+            .is_some_and(|c| c["type"] == "any" || c["type"] == "tool")
+    {
         return Err(TranslateError::unsupported(
             "forcing a tool is not supported by provider anthropic while thinking is enabled",
             "tool_choice",
@@ -593,13 +614,23 @@ fn json_mode(rf: Option<&Value>) -> Result<Option<(Value, JsonMode)>, TranslateE
     };
     match rf["type"].as_str() {
         Some("text") => Ok(None),
-        Some("json_object") => Ok(Some((any_object(), JsonMode { unwrap_values: false }))),
+        Some("json_object") => Ok(Some((
+            any_object(),
+            JsonMode {
+                unwrap_values: false,
+            },
+        ))),
         Some("json_schema") => {
             let schema = &rf["json_schema"]["schema"];
             let is_object = schema["type"] == "object"
                 || (schema.get("type").is_none() && schema["properties"].is_object());
             if schema.is_null() {
-                Ok(Some((any_object(), JsonMode { unwrap_values: false })))
+                Ok(Some((
+                    any_object(),
+                    JsonMode {
+                        unwrap_values: false,
+                    },
+                )))
             } else if !schema.is_object() {
                 Err(TranslateError::invalid(
                     "must be a JSON schema object",
@@ -608,12 +639,19 @@ fn json_mode(rf: Option<&Value>) -> Result<Option<(Value, JsonMode)>, TranslateE
             } else if is_object {
                 let mut s = schema.clone();
                 s["type"] = json!("object");
-                Ok(Some((s, JsonMode { unwrap_values: false })))
+                Ok(Some((
+                    s,
+                    JsonMode {
+                        unwrap_values: false,
+                    },
+                )))
             } else {
                 // Tool inputs must be objects: carry any other schema as one property.
                 Ok(Some((
                     json!({"type": "object", "properties": {"values": schema}, "required": ["values"]}),
-                    JsonMode { unwrap_values: true },
+                    JsonMode {
+                        unwrap_values: true,
+                    },
                 )))
             }
         }

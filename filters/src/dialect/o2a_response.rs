@@ -53,7 +53,9 @@ pub fn anthropic_response_to_openai(
         ));
     }
     let Some(blocks) = m.get("content").and_then(Value::as_array) else {
-        return Err(TranslateError::upstream("upstream message has no content array"));
+        return Err(TranslateError::upstream(
+            "upstream message has no content array",
+        ));
     };
     let mut text = st.prefix.clone().unwrap_or_default();
     let mut reasoning = String::new();

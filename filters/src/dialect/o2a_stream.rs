@@ -35,9 +35,14 @@ pub struct AnthropicSseToOpenAi {
 enum Kind {
     Text,
     /// A client tool call with its OpenAI index; `args` once a fragment was sent.
-    Tool { seq: u64, args: bool },
+    Tool {
+        seq: u64,
+        args: bool,
+    },
     /// The JSON-mode tool, streamed as content.
-    Json { any: bool },
+    Json {
+        any: bool,
+    },
     Thinking,
     /// A block the client cannot see (redacted thinking, server tools, future types).
     Other,
@@ -186,9 +191,15 @@ impl Core {
                 let etype = e["type"].as_str().unwrap_or("api_error");
                 let msg = format!("anthropic: {}", e["message"].as_str().unwrap_or(etype));
                 let code = match etype {
-                    "overloaded_error" | "rate_limit_error" | "api_error"
-                    | "invalid_request_error" | "authentication_error" | "permission_error"
-                    | "not_found_error" | "request_too_large" | "timeout_error"
+                    "overloaded_error"
+                    | "rate_limit_error"
+                    | "api_error"
+                    | "invalid_request_error"
+                    | "authentication_error"
+                    | "permission_error"
+                    | "not_found_error"
+                    | "request_too_large"
+                    | "timeout_error"
                     | "billing_error" => etype,
                     _ => "api_error",
                 };

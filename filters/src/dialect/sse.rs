@@ -251,14 +251,21 @@ mod tests {
             assert_eq!(bytewise(s), want, "{s:?}");
         }
         // CR at the end of one chunk, LF at the start of the next: one line end.
-        assert_eq!(events(&[b"event: e\r", b"\ndata: d\r", b"\n\r", b"\n"]), want);
+        assert_eq!(
+            events(&[b"event: e\r", b"\ndata: d\r", b"\n\r", b"\n"]),
+            want
+        );
     }
 
     #[test]
     fn a_partial_bom_is_content() {
         // 0xEF starts a BOM but the next byte does not continue it.
         let got = events(&[b"\xEF", b"data: x\n\n"]);
-        assert_eq!(got.len(), 0, "the line became `\\xEFdata: x`, not a data field");
+        assert_eq!(
+            got.len(),
+            0,
+            "the line became `\\xEFdata: x`, not a data field"
+        );
         assert_eq!(events(&[b"\xEF\xBB", b"\xBFdata: x\n\n"]).len(), 1);
     }
 

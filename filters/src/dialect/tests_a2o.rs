@@ -68,7 +68,10 @@ fn events(out: &[u8]) -> Vec<Value> {
         .map(|f| {
             let (ev, data) = f.split_once('\n').unwrap();
             let v: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
-            assert_eq!(ev.strip_prefix("event: ").unwrap(), v["type"].as_str().unwrap());
+            assert_eq!(
+                ev.strip_prefix("event: ").unwrap(),
+                v["type"].as_str().unwrap()
+            );
             v
         })
         .collect()
@@ -89,7 +92,10 @@ struct Block {
 /// before its stop; `message_delta` then `message_stop` last) and assembles the blocks.
 fn blocks(evs: &[Value]) -> Vec<Block> {
     assert_eq!(evs[0]["type"], "message_start");
-    assert_eq!(evs.iter().filter(|e| e["type"] == "message_start").count(), 1);
+    assert_eq!(
+        evs.iter().filter(|e| e["type"] == "message_start").count(),
+        1
+    );
     let mut out: Vec<Block> = Vec::new();
     let mut open: Option<u64> = None;
     for e in &evs[1..] {
@@ -198,7 +204,10 @@ fn case_24_plain_text() {
 fn case_25_reasoning_then_text() {
     let mut cs = vec![chunk(json!({"role": "assistant"}), None)];
     for r in ["I ", "think", "."] {
-        cs.push(chunk(json!({"reasoning_content": r, "content": null}), None));
+        cs.push(chunk(
+            json!({"reasoning_content": r, "content": null}),
+            None,
+        ));
     }
     for t in ["The", " answer", "!"] {
         cs.push(chunk(json!({"content": t, "reasoning_content": ""}), None));
@@ -210,15 +219,27 @@ fn case_25_reasoning_then_text() {
     let evs = events(&out);
     let b = blocks(&evs);
     assert_eq!(b.len(), 2);
-    assert_eq!((b[0].kind.as_str(), b[0].text.as_str()), ("thinking", "I think."));
+    assert_eq!(
+        (b[0].kind.as_str(), b[0].text.as_str()),
+        ("thinking", "I think.")
+    );
     assert!(b[0].signed);
-    assert_eq!((b[1].kind.as_str(), b[1].text.as_str()), ("text", "The answer!"));
+    assert_eq!(
+        (b[1].kind.as_str(), b[1].text.as_str()),
+        ("text", "The answer!")
+    );
     let first_text = evs
         .iter()
         .find(|e| e["delta"]["type"] == "text_delta")
         .unwrap();
-    assert_eq!(first_text["delta"]["text"], "The", "the trigger chunk's text is kept");
-    let sig = evs.iter().find(|e| e["delta"]["type"] == "signature_delta").unwrap();
+    assert_eq!(
+        first_text["delta"]["text"], "The",
+        "the trigger chunk's text is kept"
+    );
+    let sig = evs
+        .iter()
+        .find(|e| e["delta"]["type"] == "signature_delta")
+        .unwrap();
     assert_eq!(sig["delta"]["signature"], "sig_gw");
     assert_eq!(
         evs[1]["content_block"],
@@ -231,13 +252,19 @@ fn case_25_reasoning_then_text() {
     ];
     let (out, _, _) = run(&stream_state(), openai_sse(&cs, true).as_bytes());
     let b = blocks(&events(&out));
-    assert_eq!((b[0].kind.as_str(), b[1].kind.as_str()), ("thinking", "text"));
+    assert_eq!(
+        (b[0].kind.as_str(), b[1].kind.as_str()),
+        ("thinking", "text")
+    );
 }
 
 #[test]
 fn case_26_empty_tool_calls() {
     let cs = vec![
-        chunk(json!({"role": "assistant", "content": "", "tool_calls": []}), None),
+        chunk(
+            json!({"role": "assistant", "content": "", "tool_calls": []}),
+            None,
+        ),
         chunk(json!({"content": "Hi", "tool_calls": []}), None),
         chunk(json!({}), Some("stop")),
     ];
@@ -245,7 +272,14 @@ fn case_26_empty_tool_calls() {
     let evs = events(&out);
     assert!(evs.iter().all(|e| e["delta"]["type"] != "input_json_delta"));
     let b = blocks(&evs);
-    assert_eq!(b, vec![Block { kind: "text".into(), text: "Hi".into(), ..Block::default() }]);
+    assert_eq!(
+        b,
+        vec![Block {
+            kind: "text".into(),
+            text: "Hi".into(),
+            ..Block::default()
+        }]
+    );
     assert_eq!(tail(&evs).0["stop_reason"], "end_turn");
 }
 
@@ -264,8 +298,14 @@ fn tc(index: u64, id: Option<&str>, name: Option<&str>, args: &str) -> Value {
 #[test]
 fn case_27_interleaved_tool_args() {
     let cs = vec![
-        chunk(json!({"tool_calls": [tc(0, Some("u0"), Some("f"), "")]}), None),
-        chunk(json!({"tool_calls": [tc(1, Some("u1"), Some("g"), "")]}), None),
+        chunk(
+            json!({"tool_calls": [tc(0, Some("u0"), Some("f"), "")]}),
+            None,
+        ),
+        chunk(
+            json!({"tool_calls": [tc(1, Some("u1"), Some("g"), "")]}),
+            None,
+        ),
         chunk(json!({"tool_calls": [tc(0, None, None, "{\"a\":")]}), None),
         chunk(json!({"tool_calls": [tc(1, None, None, "{\"b\":")]}), None),
         chunk(json!({"tool_calls": [tc(0, None, None, "1}")]}), None),
@@ -278,46 +318,87 @@ fn case_27_interleaved_tool_args() {
     let evs = events(&out);
     let b = blocks(&evs);
     assert_eq!(b.len(), 2);
-    assert_eq!((b[0].id.as_str(), b[0].name.as_str(), b[0].text.as_str()), ("u0", "f", "{\"a\":1}"));
-    assert_eq!((b[1].id.as_str(), b[1].name.as_str(), b[1].text.as_str()), ("u1", "g", "{\"b\":[2]}"));
+    assert_eq!(
+        (b[0].id.as_str(), b[0].name.as_str(), b[0].text.as_str()),
+        ("u0", "f", "{\"a\":1}")
+    );
+    assert_eq!(
+        (b[1].id.as_str(), b[1].name.as_str(), b[1].text.as_str()),
+        ("u1", "g", "{\"b\":[2]}")
+    );
     assert_eq!(tail(&evs).0["stop_reason"], "tool_use");
     // Sequential calls stream live: the second starts as soon as its first fragment comes.
     let cs = vec![
         chunk(json!({"content": "Let me look."}), None),
-        chunk(json!({"tool_calls": [tc(0, Some("u0"), Some("f"), "{\"a\"")]}), None),
+        chunk(
+            json!({"tool_calls": [tc(0, Some("u0"), Some("f"), "{\"a\"")]}),
+            None,
+        ),
         chunk(json!({"tool_calls": [tc(0, None, None, ":1}")]}), None),
-        chunk(json!({"tool_calls": [tc(1, Some("u1"), Some("g"), "{}")]}), None),
+        chunk(
+            json!({"tool_calls": [tc(1, Some("u1"), Some("g"), "{}")]}),
+            None,
+        ),
     ];
     let mut t = OpenAiSseToAnthropic::new(&stream_state());
     let mut out = Vec::new();
     t.feed(openai_sse(&cs, false).as_bytes(), &mut out);
     let evs = events(&out);
-    let starts: Vec<&Value> = evs.iter().filter(|e| e["type"] == "content_block_start").collect();
-    assert_eq!(starts.len(), 3, "text, u0, u1 all started before the finish");
+    let starts: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["type"] == "content_block_start")
+        .collect();
+    assert_eq!(
+        starts.len(),
+        3,
+        "text, u0, u1 all started before the finish"
+    );
     assert_eq!(starts[2]["content_block"]["name"], "g");
     // Some backends reuse index 0 with a new id for every call.
     let cs = vec![
-        chunk(json!({"tool_calls": [tc(0, Some("a"), Some("f"), "{}")]}), None),
-        chunk(json!({"tool_calls": [tc(0, Some("b"), Some("f"), "{\"x\":1}")]}), None),
+        chunk(
+            json!({"tool_calls": [tc(0, Some("a"), Some("f"), "{}")]}),
+            None,
+        ),
+        chunk(
+            json!({"tool_calls": [tc(0, Some("b"), Some("f"), "{\"x\":1}")]}),
+            None,
+        ),
         chunk(json!({}), Some("stop")),
     ];
     let (out, _, _) = run(&stream_state(), openai_sse(&cs, true).as_bytes());
     let evs = events(&out);
     let b = blocks(&evs);
-    assert_eq!(b.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-    assert_eq!(tail(&evs).0["stop_reason"], "tool_use", "a `stop` with tool calls is tool_use");
+    assert_eq!(
+        b.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(
+        tail(&evs).0["stop_reason"],
+        "tool_use",
+        "a `stop` with tool calls is tool_use"
+    );
 }
 
 #[test]
 fn case_28_combined_final_chunk() {
-    let cs = vec![chunk(json!({"role": "assistant", "content": "all"}), Some("stop")), usage_chunk(4, 1, 0)];
+    let cs = vec![
+        chunk(json!({"role": "assistant", "content": "all"}), Some("stop")),
+        usage_chunk(4, 1, 0),
+    ];
     let (out, end, _) = run(&stream_state(), openai_sse(&cs, true).as_bytes());
     assert_eq!(end, StreamEnd::Complete);
     let evs = events(&out);
     let b = blocks(&evs);
     assert_eq!(b[0].text, "all");
-    let pos_text = evs.iter().position(|e| e["delta"]["type"] == "text_delta").unwrap();
-    let pos_md = evs.iter().position(|e| e["type"] == "message_delta").unwrap();
+    let pos_text = evs
+        .iter()
+        .position(|e| e["delta"]["type"] == "text_delta")
+        .unwrap();
+    let pos_md = evs
+        .iter()
+        .position(|e| e["type"] == "message_delta")
+        .unwrap();
     assert!(pos_text < pos_md);
 }
 
@@ -325,7 +406,11 @@ fn case_28_combined_final_chunk() {
 fn case_29_usage_only_chunk() {
     let mut last = usage_chunk(100, 5, 30);
     last["choices"] = Value::Null;
-    let cs = vec![chunk(json!({"content": "x"}), None), chunk(json!({}), Some("length")), last];
+    let cs = [
+        chunk(json!({"content": "x"}), None),
+        chunk(json!({}), Some("length")),
+        last,
+    ];
     let st = stream_state();
     let mut t = OpenAiSseToAnthropic::new(&st);
     let mut out = Vec::new();
@@ -343,7 +428,10 @@ fn case_29_usage_only_chunk() {
     assert_eq!(u["cache_read_input_tokens"], 30);
     // Whatever follows the final message_delta is dropped; [DONE] changes nothing.
     let n = out.len();
-    t.feed(openai_sse(&[chunk(json!({"content": "late"}), None)], true).as_bytes(), &mut out);
+    t.feed(
+        openai_sse(&[chunk(json!({"content": "late"}), None)], true).as_bytes(),
+        &mut out,
+    );
     assert_eq!(out.len(), n);
     assert_eq!(t.finish(&mut out), StreamEnd::Complete);
     assert_eq!(out.len(), n);
@@ -363,9 +451,15 @@ fn case_30_block_invariant() {
     // Reasoning, text and two tools interleaved in the worst order.
     let cs = vec![
         chunk(json!({"reasoning_content": "r1"}), None),
-        chunk(json!({"tool_calls": [tc(0, Some("t0"), Some("f"), "{\"q\":")]}), None),
+        chunk(
+            json!({"tool_calls": [tc(0, Some("t0"), Some("f"), "{\"q\":")]}),
+            None,
+        ),
         chunk(json!({"content": "c1"}), None),
-        chunk(json!({"tool_calls": [tc(1, Some("t1"), Some("g"), "{")]}), None),
+        chunk(
+            json!({"tool_calls": [tc(1, Some("t1"), Some("g"), "{")]}),
+            None,
+        ),
         chunk(json!({"reasoning_content": "r2"}), None),
         chunk(json!({"tool_calls": [tc(0, None, None, "\"}\"}")]}), None),
         chunk(json!({"content": "c2"}), None),
@@ -381,9 +475,17 @@ fn case_30_block_invariant() {
         .map(|b| (b.id.as_str(), b.text.as_str()))
         .collect();
     assert_eq!(tools, [("t0", "{\"q\":\"}\"}"), ("t1", "{}")]);
-    let text: String = b.iter().filter(|b| b.kind == "text").map(|b| b.text.as_str()).collect();
+    let text: String = b
+        .iter()
+        .filter(|b| b.kind == "text")
+        .map(|b| b.text.as_str())
+        .collect();
     assert_eq!(text, "c1c2c3");
-    let thinking: String = b.iter().filter(|b| b.kind == "thinking").map(|b| b.text.as_str()).collect();
+    let thinking: String = b
+        .iter()
+        .filter(|b| b.kind == "thinking")
+        .map(|b| b.text.as_str())
+        .collect();
     assert_eq!(thinking, "r1r2");
 }
 
@@ -422,7 +524,10 @@ fn case_31_tool_result_ordering() {
                 {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}]},
         ]},
     ]}));
-    assert_eq!(req["messages"][0], json!({"role": "tool", "tool_call_id": "t1", "content": ""}));
+    assert_eq!(
+        req["messages"][0],
+        json!({"role": "tool", "tool_call_id": "t1", "content": ""})
+    );
     assert_eq!(
         req["messages"][1]["content"],
         json!([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}])
@@ -438,7 +543,10 @@ fn case_32_billing_header() {
     ], "messages": [{"role": "user", "content": "hi"}]});
     for backend in [Backend::LlamaCpp, Backend::Vllm, Backend::OpenAi] {
         let (o, st) = translate_for(req.clone(), backend);
-        assert_eq!(o["messages"][0], json!({"role": "system", "content": "You are…\nBe brief."}));
+        assert_eq!(
+            o["messages"][0],
+            json!({"role": "system", "content": "You are…\nBe brief."})
+        );
         assert!(st.billing_header_stripped);
     }
     // The native passthrough does not translate: validation leaves the body alone.
@@ -453,14 +561,24 @@ fn case_33_long_tool_name() {
                   {"type": "web_search_20250305", "name": "web_search"}],
         "tool_choice": {"type": "tool", "name": long, "disable_parallel_tool_use": true},
         "messages": [{"role": "user", "content": "hi"}]}));
-    let sent = req["tools"][0]["function"]["name"].as_str().unwrap().to_string();
+    let sent = req["tools"][0]["function"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     use sha2::Digest;
     let digest = hex::encode(sha2::Sha256::digest(long.as_bytes()));
     assert_eq!(sent, format!("{}_{}", &long[..55], &digest[..8]));
     assert_eq!(sent.len(), 64);
-    assert_eq!(req["tools"].as_array().unwrap().len(), 1, "the server tool is dropped");
+    assert_eq!(
+        req["tools"].as_array().unwrap().len(),
+        1,
+        "the server tool is dropped"
+    );
     assert_eq!(st.dropped_tools, ["web_search"]);
-    assert_eq!(req["tool_choice"], json!({"type": "function", "function": {"name": sent}}));
+    assert_eq!(
+        req["tool_choice"],
+        json!({"type": "function", "function": {"name": sent}})
+    );
     assert_eq!(req["parallel_tool_calls"], false);
     assert_eq!(
         req["tools"][0]["function"]["parameters"],
@@ -468,7 +586,10 @@ fn case_33_long_tool_name() {
     );
     // Streamed and whole responses give the client its own name back.
     let cs = vec![
-        chunk(json!({"tool_calls": [tc(0, Some("c"), Some(&sent), "{}")]}), None),
+        chunk(
+            json!({"tool_calls": [tc(0, Some("c"), Some(&sent), "{}")]}),
+            None,
+        ),
         chunk(json!({}), Some("tool_calls")),
     ];
     let (out, _, _) = run(&st, openai_sse(&cs, true).as_bytes());
@@ -492,20 +613,35 @@ fn case_34_error_mapping() {
     let v: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(v["error"]["code"], "overloaded");
     assert_eq!(v["error"]["message"], "anthropic: Overloaded");
-    let (s, _) = anthropic_error_to_openai(500, br#"{"type":"error","error":{"type":"api_error","message":"x"}}"#);
+    let (s, _) = anthropic_error_to_openai(
+        500,
+        br#"{"type":"error","error":{"type":"api_error","message":"x"}}"#,
+    );
     assert_eq!(s, 502);
     // OpenAI 503 → /v1/messages client 529 overloaded_error.
-    let (s, b) = openai_error_to_anthropic(503, br#"{"error":{"message":"busy","type":"server_error"}}"#);
+    let (s, b) = openai_error_to_anthropic(
+        503,
+        br#"{"error":{"message":"busy","type":"server_error"}}"#,
+    );
     assert_eq!(s, 529);
     let v: Value = serde_json::from_slice(&b).unwrap();
-    assert_eq!(v, json!({"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}));
-    let (s, b) = openai_error_to_anthropic(429, br#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#);
+    assert_eq!(
+        v,
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "busy"}})
+    );
+    let (s, b) = openai_error_to_anthropic(
+        429,
+        br#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#,
+    );
     assert_eq!(s, 429);
     let v: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(v["error"]["type"], "rate_limit_error");
     // An upstream that already speaks Anthropic errors passes unchanged.
     let native = br#"{"type":"error","error":{"type":"invalid_request_error","message":"messages.0: bad"},"request_id":"r"}"#;
-    assert_eq!(openai_error_to_anthropic(400, native), (400, native.to_vec()));
+    assert_eq!(
+        openai_error_to_anthropic(400, native),
+        (400, native.to_vec())
+    );
     assert_eq!(
         anthropic_error_body("permission_error", "no"),
         br#"{"error":{"message":"no","type":"permission_error"},"type":"error"}"#.to_vec()
@@ -516,7 +652,10 @@ fn case_34_error_mapping() {
     let a: Value = serde_json::from_slice(&e.body(Dialect::Anthropic)).unwrap();
     assert_eq!(a["type"], "error");
     assert_eq!(a["error"]["type"], "invalid_request_error");
-    assert!(a["error"]["message"].as_str().unwrap().starts_with("max_tokens"));
+    assert!(a["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("max_tokens"));
     let o: Value = serde_json::from_slice(&e.body(Dialect::OpenAi)).unwrap();
     assert_eq!(o["error"]["param"], "max_tokens");
     assert_eq!(Dialect::Anthropic.label(), "anthropic");
@@ -527,7 +666,13 @@ fn case_34_error_mapping() {
 fn stream_errors_and_truncation() {
     let st = stream_state();
     // Cut before any finish.
-    let body = openai_sse(&[chunk(json!({"content": "a"}), None), chunk(json!({"content": "b"}), None)], false);
+    let body = openai_sse(
+        &[
+            chunk(json!({"content": "a"}), None),
+            chunk(json!({"content": "b"}), None),
+        ],
+        false,
+    );
     let mut t = OpenAiSseToAnthropic::new(&st);
     let mut out = Vec::new();
     t.feed(body.as_bytes(), &mut out);
@@ -553,11 +698,17 @@ fn stream_errors_and_truncation() {
         evs.last().unwrap(),
         &json!({"type": "error", "error": {"type": "rate_limit_error", "message": "too many"}})
     );
-    let (out, end, _) = run(&st, openai_sse(&[chunk(json!({"content": "a"}), Some("error"))], true).as_bytes());
+    let (out, end, _) = run(
+        &st,
+        openai_sse(&[chunk(json!({"content": "a"}), Some("error"))], true).as_bytes(),
+    );
     assert_eq!(end, StreamEnd::UpstreamError);
     assert_eq!(events(&out).last().unwrap()["type"], "error");
     // An error before anything: no message_start.
-    let (out, end, _) = run(&st, b"data: {\"error\":{\"message\":\"m\",\"type\":\"server_overloaded\"}}\n\n");
+    let (out, end, _) = run(
+        &st,
+        b"data: {\"error\":{\"message\":\"m\",\"type\":\"server_overloaded\"}}\n\n",
+    );
     assert_eq!(end, StreamEnd::UpstreamError);
     let evs = events(&out);
     assert_eq!(evs.len(), 1);
@@ -567,12 +718,22 @@ fn stream_errors_and_truncation() {
 #[test]
 fn stream_empty_completion_and_done_without_finish() {
     let st = stream_state();
-    let (out, end, _) = run(&st, openai_sse(&[chunk(json!({"role": "assistant"}), Some("stop"))], true).as_bytes());
+    let (out, end, _) = run(
+        &st,
+        openai_sse(&[chunk(json!({"role": "assistant"}), Some("stop"))], true).as_bytes(),
+    );
     assert_eq!(end, StreamEnd::Complete);
     let evs = events(&out);
-    assert_eq!(evs.len(), 3, "message_start, message_delta, message_stop: content []");
+    assert_eq!(
+        evs.len(),
+        3,
+        "message_start, message_delta, message_stop: content []"
+    );
     assert!(blocks(&evs).is_empty());
-    let (out, end, _) = run(&st, openai_sse(&[chunk(json!({"content": "x"}), None)], true).as_bytes());
+    let (out, end, _) = run(
+        &st,
+        openai_sse(&[chunk(json!({"content": "x"}), None)], true).as_bytes(),
+    );
     assert_eq!(end, StreamEnd::Complete);
     let evs = events(&out);
     assert_eq!(tail(&evs).0["stop_reason"], "end_turn");
@@ -581,12 +742,17 @@ fn stream_empty_completion_and_done_without_finish() {
     c["choices"][0]["stop_reason"] = json!("END");
     let (out, _, _) = run(&st, openai_sse(&[c], true).as_bytes());
     let evs = events(&out);
-    assert_eq!(tail(&evs).0, &json!({"stop_reason": "stop_sequence", "stop_sequence": "END"}));
+    assert_eq!(
+        tail(&evs).0,
+        &json!({"stop_reason": "stop_sequence", "stop_sequence": "END"})
+    );
 }
 
 #[test]
 fn non_stream_response() {
-    let (_, st) = translate(json!({"model": "claude", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}));
+    let (_, st) = translate(
+        json!({"model": "claude", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}),
+    );
     let whole = json!({"id": "chatcmpl-1", "model": "gpt-x-1", "choices": [{"index": 0, "finish_reason": "stop",
         "message": {"role": "assistant", "content": "Sure.", "reasoning_content": "hm", "tool_calls": [
             {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}},
@@ -598,24 +764,46 @@ fn non_stream_response() {
     assert_eq!(m["id"], "msg_gw");
     assert_eq!(m["type"], "message");
     assert_eq!(m["model"], "gpt-x-1");
-    assert_eq!(m["content"][0], json!({"type": "thinking", "thinking": "hm", "signature": "sig_gw"}));
+    assert_eq!(
+        m["content"][0],
+        json!({"type": "thinking", "thinking": "hm", "signature": "sig_gw"})
+    );
     assert_eq!(m["content"][1], json!({"type": "text", "text": "Sure."}));
-    assert_eq!(m["content"][2], json!({"type": "tool_use", "id": "c1", "name": "f", "input": {"a": 1}}));
-    assert_eq!(m["content"][3], json!({"type": "tool_use", "id": "toolu_msg_gw_1", "name": "unnamed_tool_1", "input": {"_raw": "not json"}}));
+    assert_eq!(
+        m["content"][2],
+        json!({"type": "tool_use", "id": "c1", "name": "f", "input": {"a": 1}})
+    );
+    assert_eq!(
+        m["content"][3],
+        json!({"type": "tool_use", "id": "toolu_msg_gw_1", "name": "unnamed_tool_1", "input": {"_raw": "not json"}})
+    );
     assert_eq!(m["content"][4]["input"], json!({}));
     assert_eq!(m["stop_reason"], "tool_use");
     assert_eq!(m["usage"]["input_tokens"], 30);
     assert_eq!(m["usage"]["cache_read_input_tokens"], 20);
     assert_eq!(m["usage"]["output_tokens"], 9);
-    assert_eq!(usage, Usage { prompt_tokens: 50, completion_tokens: 9, total_tokens: 59 });
+    assert_eq!(
+        usage,
+        Usage {
+            prompt_tokens: 50,
+            completion_tokens: 9,
+            total_tokens: 59
+        }
+    );
     let empty = json!({"choices": [{"message": {"role": "assistant", "content": null}, "finish_reason": "length"}]});
     let (body, _) = openai_response_to_anthropic(empty.to_string().as_bytes(), &st).unwrap();
     let m: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(m["content"], json!([]));
     assert_eq!(m["stop_reason"], "max_tokens");
-    assert_eq!(m["model"], "gpt-x", "the upstream model asked for when the answer names none");
+    assert_eq!(
+        m["model"], "gpt-x",
+        "the upstream model asked for when the answer names none"
+    );
     for bad in [&b"{"[..], b"{\"choices\":[]}", b"3"] {
-        assert_eq!(openai_response_to_anthropic(bad, &st).unwrap_err().status(), 502);
+        assert_eq!(
+            openai_response_to_anthropic(bad, &st).unwrap_err().status(),
+            502
+        );
     }
     for (f, tools, want) in [
         (Some("stop"), false, "end_turn"),
@@ -634,22 +822,28 @@ fn non_stream_response() {
 #[test]
 fn backend_flavours() {
     let req = json!({"model": "claude", "max_tokens": 300, "top_k": 5, "temperature": 0.3, "stop_sequences": ["X"],
-        "metadata": {"user_id": "u1"}, "thinking": {"type": "enabled", "budget_tokens": 3000},
-        "messages": [
-            {"role": "user", "content": "q"},
-            {"role": "assistant", "content": [
-                {"type": "thinking", "thinking": "plan", "signature": "s"},
-                {"type": "redacted_thinking", "data": "zz"},
-                {"type": "tool_use", "id": "t", "name": "f", "input": {}}]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}]},
-        ]});
+    "metadata": {"user_id": "u1"}, "thinking": {"type": "enabled", "budget_tokens": 3000},
+    "messages": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "plan", "signature": "s"},
+            {"type": "redacted_thinking", "data": "zz"},
+            {"type": "tool_use", "id": "t", "name": "f", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}]},
+    ]});
     let (o, _) = translate_for(req.clone(), Backend::OpenAi);
     assert_eq!(o["max_completion_tokens"], 300);
     assert!(o.get("max_tokens").is_none() && o.get("top_k").is_none());
     assert!(o["messages"][1]["content"].is_null());
-    assert!(o["messages"][1].get("reasoning").is_none() && o["messages"][1].get("reasoning_content").is_none());
+    assert!(
+        o["messages"][1].get("reasoning").is_none()
+            && o["messages"][1].get("reasoning_content").is_none()
+    );
     assert_eq!(o["reasoning_effort"], "high");
-    assert_eq!((&o["temperature"], &o["stop"], &o["user"]), (&json!(0.3), &json!(["X"]), &json!("u1")));
+    assert_eq!(
+        (&o["temperature"], &o["stop"], &o["user"]),
+        (&json!(0.3), &json!(["X"]), &json!("u1"))
+    );
     let (v, _) = translate_for(req.clone(), Backend::Vllm);
     assert_eq!((&v["max_tokens"], &v["top_k"]), (&json!(300), &json!(5)));
     assert_eq!(v["messages"][1]["reasoning"], "plan");
@@ -660,8 +854,12 @@ fn backend_flavours() {
     let (g, _) = translate_for(req.clone(), Backend::Generic);
     assert!(g.get("top_k").is_none());
     assert_eq!(g["max_tokens"], 300);
-    let no_reasoning = AnthropicToOpenAi { reasoning: false, ..opts(Backend::OpenAi) };
-    let (b, _) = anthropic_request_to_openai(req.to_string().as_bytes(), "m", &no_reasoning).unwrap();
+    let no_reasoning = AnthropicToOpenAi {
+        reasoning: false,
+        ..opts(Backend::OpenAi)
+    };
+    let (b, _) =
+        anthropic_request_to_openai(req.to_string().as_bytes(), "m", &no_reasoning).unwrap();
     assert!(!String::from_utf8(b).unwrap().contains("reasoning_effort"));
     // Structured output: strict on OpenAI, plain elsewhere.
     let req = json!({"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "q"}],
@@ -670,7 +868,10 @@ fn backend_flavours() {
     let js = &o["response_format"]["json_schema"];
     assert_eq!(js["strict"], true);
     assert_eq!(js["schema"]["required"], json!(["a"]));
-    assert_eq!(js["schema"]["properties"]["a"]["additionalProperties"], false);
+    assert_eq!(
+        js["schema"]["properties"]["a"]["additionalProperties"],
+        false
+    );
     let (v, _) = translate_for(req, Backend::Vllm);
     assert!(v["response_format"]["json_schema"].get("strict").is_none());
     // Documents: PDF only where the backend takes files.
@@ -678,9 +879,16 @@ fn backend_flavours() {
         {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}},
         {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "plain"}}]}]});
     let (o, _) = translate_for(pdf.clone(), Backend::OpenAi);
-    assert_eq!(o["messages"][0]["content"][0]["file"]["file_data"], "data:application/pdf;base64,JVBE");
-    assert_eq!(o["messages"][0]["content"][1], json!({"type": "text", "text": "plain"}));
-    let e = anthropic_request_to_openai(pdf.to_string().as_bytes(), "m", &opts(Backend::Vllm)).unwrap_err();
+    assert_eq!(
+        o["messages"][0]["content"][0]["file"]["file_data"],
+        "data:application/pdf;base64,JVBE"
+    );
+    assert_eq!(
+        o["messages"][0]["content"][1],
+        json!({"type": "text", "text": "plain"})
+    );
+    let e = anthropic_request_to_openai(pdf.to_string().as_bytes(), "m", &opts(Backend::Vllm))
+        .unwrap_err();
     assert_eq!(e.param.as_deref(), Some("messages.0.content.0.source"));
     let e = anthropic_request_to_openai(
         br#"{"model":"c","max_tokens":5,"messages":[{"role":"user","content":[{"type":"search_result","source":"s"}]}]}"#,
@@ -697,32 +905,89 @@ fn validation() {
     assert!(ok(r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}],"tools":[{"name":"f"}],"tool_choice":{"type":"auto"}}"#).is_ok());
     assert!(ok(r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[{"type":"new_thing"}]}]}"#).is_ok());
     for (body, param) in [
-        (r#"{"max_tokens":1,"messages":[{"role":"user","content":"x"}]}"#, "model"),
-        (r#"{"model":"","max_tokens":1,"messages":[{"role":"user","content":"x"}]}"#, "model"),
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#, "max_tokens"),
-        (r#"{"model":"m","max_tokens":0,"messages":[{"role":"user","content":"x"}]}"#, "max_tokens"),
-        (r#"{"model":"m","max_tokens":1.5,"messages":[{"role":"user","content":"x"}]}"#, "max_tokens"),
+        (
+            r#"{"max_tokens":1,"messages":[{"role":"user","content":"x"}]}"#,
+            "model",
+        ),
+        (
+            r#"{"model":"","max_tokens":1,"messages":[{"role":"user","content":"x"}]}"#,
+            "model",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+            "max_tokens",
+        ),
+        (
+            r#"{"model":"m","max_tokens":0,"messages":[{"role":"user","content":"x"}]}"#,
+            "max_tokens",
+        ),
+        (
+            r#"{"model":"m","max_tokens":1.5,"messages":[{"role":"user","content":"x"}]}"#,
+            "max_tokens",
+        ),
         (r#"{"model":"m","max_tokens":1}"#, "messages"),
         (r#"{"model":"m","max_tokens":1,"messages":[]}"#, "messages"),
-        (r#"{"model":"m","max_tokens":1,"messages":[{"role":"system","content":"x"}]}"#, "messages.0.role"),
-        (r#"{"model":"m","max_tokens":1,"messages":[{"role":"user"}]}"#, "messages.0.content"),
-        (r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[{"text":"x"}]}]}"#, "messages.0.content.0.type"),
-        (r#"{"model":"m","max_tokens":1,"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"a","name":"f","input":"{}"}]}]}"#, "messages.0.content.0.input"),
-        (r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[{"type":"tool_result"}]}]}"#, "messages.0.content.0.tool_use_id"),
-        (r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}],"system":[{"type":"image"}]}"#, "system.0"),
-        (r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}],"tools":[{}]}"#, "tools.0.name"),
-        (r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}],"tool_choice":{"type":"maybe"}}"#, "tool_choice.type"),
-        (r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}],"stream":"yes"}"#, "stream"),
-        (r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}],"stop_sequences":"x"}"#, "stop_sequences"),
+        (
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"system","content":"x"}]}"#,
+            "messages.0.role",
+        ),
+        (
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user"}]}"#,
+            "messages.0.content",
+        ),
+        (
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[{"text":"x"}]}]}"#,
+            "messages.0.content.0.type",
+        ),
+        (
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"a","name":"f","input":"{}"}]}]}"#,
+            "messages.0.content.0.input",
+        ),
+        (
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":[{"type":"tool_result"}]}]}"#,
+            "messages.0.content.0.tool_use_id",
+        ),
+        (
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}],"system":[{"type":"image"}]}"#,
+            "system.0",
+        ),
+        (
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}],"tools":[{}]}"#,
+            "tools.0.name",
+        ),
+        (
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}],"tool_choice":{"type":"maybe"}}"#,
+            "tool_choice.type",
+        ),
+        (
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
+            "stream",
+        ),
+        (
+            r#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"x"}],"stop_sequences":"x"}"#,
+            "stop_sequences",
+        ),
     ] {
-        assert_eq!(ok(body).unwrap_err().param.as_deref(), Some(param), "{body}");
+        assert_eq!(
+            ok(body).unwrap_err().param.as_deref(),
+            Some(param),
+            "{body}"
+        );
     }
     assert_eq!(ok("[]").unwrap_err().code, "invalid_request_body");
     assert_eq!(ok("{").unwrap_err().code, "invalid_json");
-    assert!(validate_anthropic_count_tokens(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).is_ok());
+    assert!(validate_anthropic_count_tokens(
+        br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#
+    )
+    .is_ok());
     assert!(validate_anthropic_count_tokens(br#"{"model":"m"}"#).is_err());
     // The translation validates too.
-    assert!(anthropic_request_to_openai(br#"{"model":"m","messages":[]}"#, "x", &opts(Backend::Vllm)).is_err());
+    assert!(anthropic_request_to_openai(
+        br#"{"model":"m","messages":[]}"#,
+        "x",
+        &opts(Backend::Vllm)
+    )
+    .is_err());
 }
 
 #[test]
@@ -735,7 +1000,10 @@ fn token_estimate() {
     ], "tools": [{"name": "f", "description": "dd", "input_schema": {}}]});
     // 4 + 4 + (1 + 7) + 3 + (1 + 2 + 2) = 24 characters.
     assert_eq!(estimate_input_tokens(body.to_string().as_bytes()), 6);
-    assert_eq!(estimate_input_tokens(r#"{"messages":[{"role":"user","content":"é"}]}"#.as_bytes()), 1);
+    assert_eq!(
+        estimate_input_tokens(r#"{"messages":[{"role":"user","content":"é"}]}"#.as_bytes()),
+        1
+    );
     assert_eq!(estimate_input_tokens(b"not json"), 0);
     assert_eq!(estimate_input_tokens(b"{}"), 0);
 }

@@ -46,7 +46,10 @@ fn run(st: &O2AState, body: &[u8]) -> (Vec<u8>, StreamEnd, Option<Usage>) {
 /// The JSON payloads of an OpenAI stream, and whether it ended with `[DONE]`.
 fn chunks(out: &[u8]) -> (Vec<Value>, bool) {
     let s = std::str::from_utf8(out).unwrap();
-    assert!(s.is_empty() || s.ends_with("\n\n"), "frames are complete: {s}");
+    assert!(
+        s.is_empty() || s.ends_with("\n\n"),
+        "frames are complete: {s}"
+    );
     let mut done = false;
     let mut v = Vec::new();
     for frame in s.split("\n\n").filter(|f| !f.is_empty()) {
@@ -81,7 +84,8 @@ fn text_stream() -> Vec<Value> {
 }
 
 fn streaming(include_usage: bool) -> O2AState {
-    let mut req = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let mut req =
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     if include_usage {
         req["stream_options"] = json!({"include_usage": true});
     }
@@ -173,12 +177,14 @@ fn case_2_parallel_tool_results_merged() {
 
 #[test]
 fn case_3_tool_results_then_user_text() {
-    let (a, _) = translate(json!({"model": "m", "tools": [{"type": "function", "function": {"name": "f"}}], "messages": [
-        {"role": "user", "content": "go"},
-        {"role": "assistant", "tool_calls": [{"id": "id1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-        {"role": "user", "content": "and now?"},
-        {"role": "tool", "tool_call_id": "id1", "content": [{"type": "text", "text": "r1"}]},
-    ]}));
+    let (a, _) = translate(
+        json!({"model": "m", "tools": [{"type": "function", "function": {"name": "f"}}], "messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "tool_calls": [{"id": "id1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "user", "content": "and now?"},
+            {"role": "tool", "tool_call_id": "id1", "content": [{"type": "text", "text": "r1"}]},
+        ]}),
+    );
     assert_eq!(
         a["messages"][2]["content"],
         json!([
@@ -190,21 +196,25 @@ fn case_3_tool_results_then_user_text() {
 
 #[test]
 fn case_4_empty_assistant_text_with_tool_call() {
-    let (a, _) = translate(json!({"model": "m", "tools": [{"type": "function", "function": {"name": "f"}}], "messages": [
-        {"role": "user", "content": "go"},
-        {"role": "assistant", "content": "", "tool_calls": [{"id": "id1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "id1", "content": ""},
-    ]}));
+    let (a, _) = translate(
+        json!({"model": "m", "tools": [{"type": "function", "function": {"name": "f"}}], "messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": "", "tool_calls": [{"id": "id1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "id1", "content": ""},
+        ]}),
+    );
     assert_eq!(
         a["messages"][1]["content"],
         json!([{"type": "tool_use", "id": "id1", "name": "f", "input": {}}])
     );
     // An empty tool result is accepted by Anthropic and kept as "".
     assert_eq!(a["messages"][2]["content"][0]["content"], "");
-    let (b, _) = translate(json!({"model": "m", "tools": [{"type": "function", "function": {"name": "f"}}], "messages": [
-        {"role": "user", "content": "go"},
-        {"role": "assistant", "content": [{"type": "text", "text": " \n"}], "tool_calls": [{"id": "id1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-    ]}));
+    let (b, _) = translate(
+        json!({"model": "m", "tools": [{"type": "function", "function": {"name": "f"}}], "messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": [{"type": "text", "text": " \n"}], "tool_calls": [{"id": "id1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        ]}),
+    );
     assert_eq!(b["messages"][1]["content"].as_array().unwrap().len(), 1);
 }
 
@@ -251,7 +261,10 @@ fn case_6_no_arg_tool_history() {
     assert_eq!(tu["input"], json!({}));
     // Invalid id characters are rewritten the same way on both sides.
     assert_eq!(tu["id"], "functions_now_0");
-    assert_eq!(a["messages"][2]["content"][0]["tool_use_id"], "functions_now_0");
+    assert_eq!(
+        a["messages"][2]["content"][0]["tool_use_id"],
+        "functions_now_0"
+    );
     // Tool history without `tools`: a minimal definition and tool_choice none.
     assert_eq!(
         a["tools"],
@@ -276,18 +289,23 @@ fn case_7_bad_tool_arguments() {
         );
         let body: Value = serde_json::from_slice(&e.openai_body()).unwrap();
         assert_eq!(body["error"]["type"], "invalid_request_error");
-        assert_eq!(body["error"]["param"], "messages[1].tool_calls[1].function.arguments");
+        assert_eq!(
+            body["error"]["param"],
+            "messages[1].tool_calls[1].function.arguments"
+        );
     }
 }
 
 #[test]
 fn case_8_images() {
-    let (a, _) = translate(json!({"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "high"}},
-        {"type": "image_url", "image_url": {"url": "https://x/y.jpg"}},
-        {"type": "image_url", "image_url": {"url": "data:application/pdf;base64,JVBE"}},
-        {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBF", "filename": "a.pdf"}},
-    ]}]}));
+    let (a, _) = translate(
+        json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "high"}},
+            {"type": "image_url", "image_url": {"url": "https://x/y.jpg"}},
+            {"type": "image_url", "image_url": {"url": "data:application/pdf;base64,JVBE"}},
+            {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBF", "filename": "a.pdf"}},
+        ]}]}),
+    );
     assert_eq!(
         a["messages"][0]["content"],
         json!([
@@ -298,10 +316,22 @@ fn case_8_images() {
         ])
     );
     for (part, param) in [
-        (json!({"type": "image_url", "image_url": {"url": "data:image/tiff;base64,AA"}}), "messages[0].content[0].image_url.url"),
-        (json!({"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}), "messages[0].content[0].image_url.url"),
-        (json!({"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}), "messages[0].content[0]"),
-        (json!({"type": "file", "file": {"file_id": "file-1"}}), "messages[0].content[0].file"),
+        (
+            json!({"type": "image_url", "image_url": {"url": "data:image/tiff;base64,AA"}}),
+            "messages[0].content[0].image_url.url",
+        ),
+        (
+            json!({"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}),
+            "messages[0].content[0].image_url.url",
+        ),
+        (
+            json!({"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}),
+            "messages[0].content[0]",
+        ),
+        (
+            json!({"type": "file", "file": {"file_id": "file-1"}}),
+            "messages[0].content[0].file",
+        ),
     ] {
         let e = refuse(json!({"model": "m", "messages": [{"role": "user", "content": [part]}]}));
         assert_eq!(e.param.as_deref(), Some(param));
@@ -316,32 +346,54 @@ fn case_9_tool_choice_matrix() {
         (json!("auto"), json!({"type": "auto"})),
         (json!("none"), json!({"type": "none"})),
         (json!("required"), json!({"type": "any"})),
-        (json!({"type": "function", "function": {"name": "f"}}), json!({"type": "tool", "name": "f"})),
+        (
+            json!({"type": "function", "function": {"name": "f"}}),
+            json!({"type": "tool", "name": "f"}),
+        ),
     ] {
-        let (a, _) = translate(json!({"model": "m", "tools": tools, "tool_choice": choice, "messages": user}));
+        let (a, _) = translate(
+            json!({"model": "m", "tools": tools, "tool_choice": choice, "messages": user}),
+        );
         assert_eq!(a["tool_choice"], want);
         assert!(a["tools"][0].get("strict").is_none());
-        let (b, _) = translate(json!({"model": "m", "tools": tools, "tool_choice": choice, "parallel_tool_calls": false, "messages": user}));
+        let (b, _) = translate(
+            json!({"model": "m", "tools": tools, "tool_choice": choice, "parallel_tool_calls": false, "messages": user}),
+        );
         let none = want["type"] == "none";
-        assert_eq!(b["tool_choice"]["disable_parallel_tool_use"] == json!(true), !none);
+        assert_eq!(
+            b["tool_choice"]["disable_parallel_tool_use"] == json!(true),
+            !none
+        );
     }
-    let (a, _) = translate(json!({"model": "m", "tools": tools, "parallel_tool_calls": false, "messages": user}));
-    assert_eq!(a["tool_choice"], json!({"type": "auto", "disable_parallel_tool_use": true}));
+    let (a, _) = translate(
+        json!({"model": "m", "tools": tools, "parallel_tool_calls": false, "messages": user}),
+    );
+    assert_eq!(
+        a["tool_choice"],
+        json!({"type": "auto", "disable_parallel_tool_use": true})
+    );
     for empty in [json!([]), Value::Null] {
-        let (a, _) = translate(json!({"model": "m", "tools": empty, "tool_choice": "required", "messages": user}));
+        let (a, _) = translate(
+            json!({"model": "m", "tools": empty, "tool_choice": "required", "messages": user}),
+        );
         assert!(a.get("tool_choice").is_none());
         assert!(a.get("tools").is_none());
     }
-    let e = refuse(json!({"model": "m", "tools": tools, "tool_choice": "sometimes", "messages": user}));
+    let e =
+        refuse(json!({"model": "m", "tools": tools, "tool_choice": "sometimes", "messages": user}));
     assert_eq!(e.param.as_deref(), Some("tool_choice"));
-    let e = refuse(json!({"model": "m", "tools": tools, "tool_choice": "required", "reasoning_effort": "low", "messages": user}));
+    let e = refuse(
+        json!({"model": "m", "tools": tools, "tool_choice": "required", "reasoning_effort": "low", "messages": user}),
+    );
     assert_eq!(e.code, "unsupported_parameter");
 }
 
 #[test]
 fn case_10_params() {
-    let (a, st) = translate(json!({"model": "m", "stop": "\n", "temperature": 1.7, "n": 1, "seed": 3,
-        "top_p": 0.5, "user": "u-123", "messages": [{"role": "user", "content": "x"}]}));
+    let (a, st) = translate(
+        json!({"model": "m", "stop": "\n", "temperature": 1.7, "n": 1, "seed": 3,
+        "top_p": 0.5, "user": "u-123", "messages": [{"role": "user", "content": "x"}]}),
+    );
     assert!(a.get("stop_sequences").is_none());
     assert_eq!(a["temperature"], 1.0);
     assert_eq!(a["top_p"], 0.5);
@@ -350,22 +402,33 @@ fn case_10_params() {
     assert!(a.get("seed").is_none() && a.get("n").is_none());
     assert!(st.default_max_tokens_applied);
     assert_eq!(st.dropped_params, vec!["seed"]);
-    let (b, st) = translate(json!({"model": "m", "stop": ["END", " "], "max_tokens": 10, "max_completion_tokens": 20,
-        "user": "a@b.com", "frequency_penalty": 1, "x_custom": 1, "messages": [{"role": "user", "content": "x"}]}));
+    let (b, st) = translate(
+        json!({"model": "m", "stop": ["END", " "], "max_tokens": 10, "max_completion_tokens": 20,
+        "user": "a@b.com", "frequency_penalty": 1, "x_custom": 1, "messages": [{"role": "user", "content": "x"}]}),
+    );
     assert_eq!(b["stop_sequences"], json!(["END"]));
     assert_eq!(b["max_tokens"], 20);
     assert!(b.get("metadata").is_none(), "an e-mail is not an opaque id");
     assert_eq!(st.dropped_params, vec!["frequency_penalty", "unknown"]);
     // Thinking: budget on top of the answer, no temperature.
-    let (c, st) = translate(json!({"model": "m", "reasoning_effort": "medium", "max_tokens": 1000,
-        "temperature": 0.2, "messages": [{"role": "user", "content": "x"}]}));
-    assert_eq!(c["thinking"], json!({"type": "enabled", "budget_tokens": 2048}));
+    let (c, st) = translate(
+        json!({"model": "m", "reasoning_effort": "medium", "max_tokens": 1000,
+        "temperature": 0.2, "messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert_eq!(
+        c["thinking"],
+        json!({"type": "enabled", "budget_tokens": 2048})
+    );
     assert_eq!(c["max_tokens"], 3048);
     assert!(c.get("temperature").is_none());
     assert!(st.thinking && st.dropped_params.contains(&"temperature"));
-    let e = refuse(json!({"model": "m", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}));
+    let e = refuse(
+        json!({"model": "m", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}),
+    );
     assert_eq!(e.param.as_deref(), Some("max_tokens"));
-    let e = refuse(json!({"model": "m", "reasoning_effort": "extreme", "messages": [{"role": "user", "content": "x"}]}));
+    let e = refuse(
+        json!({"model": "m", "reasoning_effort": "extreme", "messages": [{"role": "user", "content": "x"}]}),
+    );
     assert_eq!(e.param.as_deref(), Some("reasoning_effort"));
 }
 
@@ -393,16 +456,21 @@ fn case_11_unsupported() {
     assert_eq!(st.dropped_params, vec!["logprobs", "top_logprobs"]);
     assert_eq!(refuse(json!([1])).code, "invalid_request_body");
     assert_eq!(
-        openai_request_to_anthropic(b"{", "c", &opts()).unwrap_err().code,
+        openai_request_to_anthropic(b"{", "c", &opts())
+            .unwrap_err()
+            .code,
         "invalid_json"
     );
 }
 
 #[test]
 fn case_12_json_schema_emulation() {
-    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}, "$defs": {"x": {}}});
-    let (a, st) = translate(json!({"model": "m", "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
-        "messages": [{"role": "user", "content": "x"}]}));
+    let schema =
+        json!({"type": "object", "properties": {"a": {"type": "integer"}}, "$defs": {"x": {}}});
+    let (a, st) = translate(
+        json!({"model": "m", "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+        "messages": [{"role": "user", "content": "x"}]}),
+    );
     assert_eq!(a["tools"][0]["name"], JSON_TOOL);
     assert_eq!(a["tools"][0]["input_schema"], schema);
     assert_eq!(a["tool_choice"], json!({"type": "tool", "name": JSON_TOOL}));
@@ -430,20 +498,32 @@ fn case_12_json_schema_emulation() {
     let (out, end, _) = run(&st, sse.as_bytes());
     assert_eq!(end, StreamEnd::Complete);
     let (cs, _) = chunks(&out);
-    let content: String = cs.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    let content: String = cs
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
     assert_eq!(content, "{\"a\":1}");
-    assert!(cs.iter().all(|c| c["choices"][0]["delta"].get("tool_calls").is_none()));
+    assert!(cs
+        .iter()
+        .all(|c| c["choices"][0]["delta"].get("tool_calls").is_none()));
     assert_eq!(cs.last().unwrap()["choices"][0]["finish_reason"], "stop");
     // A non-object schema travels as the `values` property and is unwrapped.
-    let (a, st) = translate(json!({"model": "m", "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "array"}}},
-        "messages": [{"role": "user", "content": "x"}]}));
-    assert_eq!(a["tools"][0]["input_schema"]["properties"]["values"], json!({"type": "array"}));
+    let (a, st) = translate(
+        json!({"model": "m", "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "array"}}},
+        "messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert_eq!(
+        a["tools"][0]["input_schema"]["properties"]["values"],
+        json!({"type": "array"})
+    );
     let reply = json!({"id": "m", "content": [{"type": "tool_use", "id": "t", "name": JSON_TOOL, "input": {"values": [1, 2]}}], "stop_reason": "tool_use"});
     let (body, _) = anthropic_response_to_openai(reply.to_string().as_bytes(), &st).unwrap();
     let o: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(o["choices"][0]["message"]["content"], "[1,2]");
-    let e = refuse(json!({"model": "m", "response_format": {"type": "json_object"}, "tools": [{"type": "function", "function": {"name": JSON_TOOL}}],
-        "messages": [{"role": "user", "content": "x"}]}));
+    let e = refuse(
+        json!({"model": "m", "response_format": {"type": "json_object"}, "tools": [{"type": "function", "function": {"name": JSON_TOOL}}],
+        "messages": [{"role": "user", "content": "x"}]}),
+    );
     assert_eq!(e.param.as_deref(), Some("tools"));
 }
 
@@ -495,14 +575,21 @@ fn case_13_non_stream_response() {
     let (body, _) = anthropic_response_to_openai(reply.to_string().as_bytes(), &st).unwrap();
     let o: Value = serde_json::from_slice(&body).unwrap();
     assert!(o["choices"][0]["message"]["content"].is_null());
-    let (_, st) = translate(json!({"model": "m", "messages": [{"role": "user", "content": "x"},
-        {"role": "assistant", "content": "The answer is ", "prefix": true}]}));
+    let (_, st) = translate(
+        json!({"model": "m", "messages": [{"role": "user", "content": "x"},
+        {"role": "assistant", "content": "The answer is ", "prefix": true}]}),
+    );
     assert_eq!(st.prefix.as_deref(), Some("The answer is"));
     let reply = json!({"id": "m", "content": [text(" 42")], "stop_reason": "end_turn"});
     let (body, _) = anthropic_response_to_openai(reply.to_string().as_bytes(), &st).unwrap();
     let o: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(o["choices"][0]["message"]["content"], "The answer is 42");
-    for bad in [&b"nope"[..], b"[]", b"{\"type\":\"error\",\"error\":{}}", b"{\"id\":\"x\"}"] {
+    for bad in [
+        &b"nope"[..],
+        b"[]",
+        b"{\"type\":\"error\",\"error\":{}}",
+        b"{\"id\":\"x\"}",
+    ] {
         let e = anthropic_response_to_openai(bad, &st).unwrap_err();
         assert_eq!(e.status(), 502);
         assert_eq!(e.code, INVALID_UPSTREAM_RESPONSE);
@@ -511,8 +598,10 @@ fn case_13_non_stream_response() {
 
 #[test]
 fn case_13b_prefill_strips_trailing_whitespace() {
-    let (a, st) = translate(json!({"model": "m", "messages": [{"role": "user", "content": "x"},
-        {"role": "assistant", "content": "Sure: \n"}]}));
+    let (a, st) = translate(
+        json!({"model": "m", "messages": [{"role": "user", "content": "x"},
+        {"role": "assistant", "content": "Sure: \n"}]}),
+    );
     assert_eq!(a["messages"][1]["content"], json!([text("Sure:")]));
     assert!(st.prefix.is_none(), "no prefix without `prefix: true`");
 }
@@ -553,7 +642,10 @@ fn case_15_plain_text_stream() {
     assert_eq!(end, StreamEnd::Complete);
     let (cs, done) = chunks(&out);
     assert!(done);
-    assert_eq!(cs[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
+    assert_eq!(
+        cs[0]["choices"][0]["delta"],
+        json!({"role": "assistant", "content": ""})
+    );
     assert_eq!(cs[1]["choices"][0]["delta"], json!({"content": "Hello"}));
     assert_eq!(cs[2]["choices"][0]["delta"], json!({"content": " world"}));
     assert_eq!(cs[3]["choices"][0]["delta"], json!({}));
@@ -582,8 +674,14 @@ fn case_16_no_usage_chunk_unless_asked() {
     let (cs, done) = chunks(&out);
     assert!(done);
     assert_eq!(cs.len(), 4);
-    assert!(cs.iter().all(|c| c["choices"].as_array().unwrap().len() == 1));
-    assert_eq!(usage.unwrap().completion_tokens, 41, "the gateway still learns usage");
+    assert!(cs
+        .iter()
+        .all(|c| c["choices"].as_array().unwrap().len() == 1));
+    assert_eq!(
+        usage.unwrap().completion_tokens,
+        41,
+        "the gateway still learns usage"
+    );
 }
 
 fn tool_stream() -> Vec<Value> {
@@ -629,7 +727,11 @@ fn case_17_parallel_tool_streaming() {
             json!({"index": 1, "function": {"arguments": "{}"}}),
         ]
     );
-    let finish: Vec<&Value> = cs.iter().map(|c| &c["choices"][0]["finish_reason"]).filter(|f| !f.is_null()).collect();
+    let finish: Vec<&Value> = cs
+        .iter()
+        .map(|c| &c["choices"][0]["finish_reason"])
+        .filter(|f| !f.is_null())
+        .collect();
     assert_eq!(finish, vec![&json!("tool_calls")]);
 }
 
@@ -645,8 +747,14 @@ fn case_18_no_arg_tool_stream() {
         .collect();
     assert_eq!(args_of_1.concat(), "{}");
     // The "{}" fragment comes before the finish chunk.
-    let pos_args = cs.iter().position(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] == "{}").unwrap();
-    let pos_fin = cs.iter().position(|c| !c["choices"][0]["finish_reason"].is_null()).unwrap();
+    let pos_args = cs
+        .iter()
+        .position(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] == "{}")
+        .unwrap();
+    let pos_fin = cs
+        .iter()
+        .position(|c| !c["choices"][0]["finish_reason"].is_null())
+        .unwrap();
     assert!(pos_args < pos_fin);
 }
 
@@ -688,9 +796,17 @@ fn case_20_stream_usage() {
     );
     let (cs, _) = chunks(&out);
     let u = &cs.last().unwrap()["usage"];
-    assert_eq!((u["prompt_tokens"].as_u64(), u["completion_tokens"].as_u64()), (Some(60), Some(45)));
+    assert_eq!(
+        (u["prompt_tokens"].as_u64(), u["completion_tokens"].as_u64()),
+        (Some(60), Some(45))
+    );
     assert_eq!(u["prompt_tokens_details"]["cached_tokens"], 10);
-    assert_eq!(cs.iter().filter(|c| !c["choices"][0]["finish_reason"].is_null()).count(), 1);
+    assert_eq!(
+        cs.iter()
+            .filter(|c| !c["choices"][0]["finish_reason"].is_null())
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -701,7 +817,9 @@ fn case_21_noise() {
         noisy.push_str(&frame.replace('\n', "\r\n"));
         noisy.push_str(": keep-alive\r\n\r\nevent: ping\r\ndata: {\"type\": \"ping\"}\r\n\r\n");
         if k == 2 {
-            noisy.push_str("event: foo\r\ndata: {\"type\":\"foo\",\"x\":1}\r\n\r\nid: 3\r\nretry: 5\r\n\r\n");
+            noisy.push_str(
+                "event: foo\r\ndata: {\"type\":\"foo\",\"x\":1}\r\n\r\nid: 3\r\nretry: 5\r\n\r\n",
+            );
         }
     }
     let st = streaming(true);
@@ -714,7 +832,9 @@ fn case_21_noise() {
 #[test]
 fn case_22_mid_stream_error() {
     let mut events = text_stream()[..4].to_vec();
-    events.push(json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}));
+    events.push(
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    );
     events.extend(text_stream()[5..].iter().cloned());
     let st = streaming(true);
     let mut t = AnthropicSseToOpenAi::new(&st);
@@ -725,12 +845,21 @@ fn case_22_mid_stream_error() {
     let last = cs.last().unwrap();
     assert_eq!(last["error"]["code"], "overloaded_error");
     assert_eq!(last["error"]["type"], "server_error");
-    assert!(last["error"]["message"].as_str().unwrap().contains("Overloaded"));
-    assert!(cs.iter().all(|c| c["choices"][0]["finish_reason"].is_null()));
+    assert!(last["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Overloaded"));
+    assert!(cs
+        .iter()
+        .all(|c| c["choices"][0]["finish_reason"].is_null()));
     let before = out.len();
     assert_eq!(t.finish(&mut out), StreamEnd::UpstreamError);
     assert_eq!(t.finish(&mut out), StreamEnd::UpstreamError);
-    assert_eq!(out.len(), before, "the error frame was written once, at the event");
+    assert_eq!(
+        out.len(),
+        before,
+        "the error frame was written once, at the event"
+    );
 }
 
 #[test]
@@ -740,12 +869,17 @@ fn case_23_truncated_upstream() {
     let mut out = Vec::new();
     t.feed(anthropic_sse(events).as_bytes(), &mut out);
     // Half an event, then the connection closes.
-    t.feed(b"event: content_block_delta\ndata: {\"type\":\"content_bl", &mut out);
+    t.feed(
+        b"event: content_block_delta\ndata: {\"type\":\"content_bl",
+        &mut out,
+    );
     assert_eq!(t.finish(&mut out), StreamEnd::Truncated);
     let (cs, done) = chunks(&out);
     assert!(!done);
     assert_eq!(cs.last().unwrap()["error"]["code"], "upstream_truncated");
-    assert!(cs.iter().all(|c| c["choices"][0]["finish_reason"].is_null()));
+    assert!(cs
+        .iter()
+        .all(|c| c["choices"][0]["finish_reason"].is_null()));
     let n = out.len();
     assert_eq!(t.finish(&mut out), StreamEnd::Truncated);
     assert_eq!(out.len(), n);
@@ -758,8 +892,10 @@ fn case_23_truncated_upstream() {
 
 #[test]
 fn stream_thinking_and_prefix() {
-    let (_, mut st) = translate(json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "x"},
-        {"role": "assistant", "content": "Well,", "prefix": true}]}));
+    let (_, mut st) = translate(
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "x"},
+        {"role": "assistant", "content": "Well,", "prefix": true}]}),
+    );
     st.include_usage = false;
     let events = vec![
         start(1, 0),
@@ -778,8 +914,14 @@ fn stream_thinking_and_prefix() {
     let (out, end, _) = run(&st, anthropic_sse(&events).as_bytes());
     assert_eq!(end, StreamEnd::Complete);
     let (cs, _) = chunks(&out);
-    assert_eq!(cs[0]["choices"][0]["delta"], json!({"role": "assistant", "content": "Well,"}));
-    assert_eq!(cs[1]["choices"][0]["delta"], json!({"reasoning_content": "hm"}));
+    assert_eq!(
+        cs[0]["choices"][0]["delta"],
+        json!({"role": "assistant", "content": "Well,"})
+    );
+    assert_eq!(
+        cs[1]["choices"][0]["delta"],
+        json!({"reasoning_content": "hm"})
+    );
     assert_eq!(cs[2]["choices"][0]["finish_reason"], "length");
     assert_eq!(cs.len(), 3);
 }
