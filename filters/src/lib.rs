@@ -11,10 +11,12 @@
 //! - [`bucket`]: token-bucket arithmetic of per-tenant rate limits
 //! - [`cachekey`]: which requests are cached, and their keys
 //! - [`convert`]: a cached answer as a stream or as a whole response
+//! - [`dialect`]: OpenAI chat ⇄ Anthropic Messages: requests, responses, streams, errors
 
 pub mod bucket;
 pub mod cachekey;
 pub mod convert;
+pub mod dialect;
 pub mod endpoint;
 pub mod error;
 pub mod glob;
