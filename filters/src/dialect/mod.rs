@@ -66,6 +66,7 @@
 //!   with a documented type passes unchanged with its status.
 
 mod a2o;
+mod a2o_content;
 mod a2o_response;
 mod a2o_stream;
 mod a2o_validate;
@@ -75,6 +76,7 @@ mod o2a;
 mod o2a_messages;
 mod o2a_response;
 mod o2a_stream;
+mod o2a_tools;
 pub mod sse;
 
 pub use a2o::{
@@ -98,4 +100,8 @@ pub use o2a_stream::AnthropicSseToOpenAi;
 #[cfg(test)]
 mod tests_a2o;
 #[cfg(test)]
+mod tests_a2o_stream;
+#[cfg(test)]
 mod tests_o2a;
+#[cfg(test)]
+mod tests_o2a_stream;
