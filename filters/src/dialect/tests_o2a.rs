@@ -526,6 +526,23 @@ fn case_12_json_schema_emulation() {
         "messages": [{"role": "user", "content": "x"}]}),
     );
     assert_eq!(e.param.as_deref(), Some("tools"));
+    // Tool history without client tools in JSON mode: stand-in definitions, and the JSON
+    // tool stays forced.
+    let (a, _) = translate(
+        json!({"model": "m", "response_format": {"type": "json_object"}, "messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "now", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c", "content": "noon"},
+        ]}),
+    );
+    let names: Vec<&str> = a["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [JSON_TOOL, "now"]);
+    assert_eq!(a["tool_choice"], json!({"type": "tool", "name": JSON_TOOL}));
 }
 
 #[test]
