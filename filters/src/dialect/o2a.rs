@@ -170,7 +170,7 @@ impl O2AState {
     pub(crate) fn model<'a>(&'a self, upstream: Option<&'a str>) -> &'a str {
         self.report_model
             .as_deref()
-            .or(upstream)
+            .or(upstream.filter(|m| !m.is_empty()))
             .unwrap_or(&self.upstream_model)
     }
 
