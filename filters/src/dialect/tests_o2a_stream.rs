@@ -283,6 +283,20 @@ fn case_23_truncated_upstream() {
     let n = out.len();
     assert_eq!(t.finish(&mut out), StreamEnd::Truncated);
     assert_eq!(out.len(), n);
+    // Cut between message_delta and message_stop: still no finish_reason.
+    let events = &text_stream()[..7];
+    let (out, end, usage) = run(&streaming(true), anthropic_sse(events).as_bytes());
+    assert_eq!(end, StreamEnd::Truncated);
+    let (cs, done) = chunks(&out);
+    assert!(!done);
+    assert!(cs
+        .iter()
+        .all(|c| c["choices"][0]["finish_reason"].is_null()));
+    assert_eq!(
+        usage.unwrap().completion_tokens,
+        41,
+        "usage so far is still known"
+    );
     // Nothing at all from the upstream is a truncation too.
     let (out, end, usage) = run(&streaming(false), b"");
     assert_eq!(end, StreamEnd::Truncated);
