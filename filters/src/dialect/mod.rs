@@ -36,17 +36,20 @@
 //!
 //! # Choices where the reference leaves the behaviour open
 //!
+//! OpenAI client, Anthropic upstream:
+//!
 //! - Refused requests: an unsupported-parameter 400 has the code `unsupported_parameter`,
 //!   a malformed value `invalid_value`; `param` is the path of the field at fault.
 //! - Mid-conversation system messages are hoisted by default
-//!   ([`o2a::MidConversationSystem`]); a conversation that starts with an assistant turn
-//!   gets a `"."` user turn before it (Anthropic wants user first), and so does a user
-//!   turn left empty after blank text is dropped.
+//!   ([`MidConversationSystem`]); a conversation that starts with an assistant turn gets
+//!   a `"."` user turn before it (Anthropic wants user first), and so does a user turn
+//!   left empty after blank text is dropped. An empty assistant message is dropped.
 //! - Tool-call ids outside `[A-Za-z0-9_-]` are rewritten (`_` for each other character)
 //!   on both the `tool_use` and `tool_result` side.
 //! - A client tool named `json_tool_call` is refused only while `response_format` asks
 //!   for JSON (the name is free otherwise). With client tools and JSON mode together,
-//!   the JSON tool is added but not forced, so the model may still call the client's.
+//!   the JSON tool is added but not forced, so the model may still call the client's. A
+//!   non-object schema travels as the `values` property of an object and is unwrapped.
 //! - Legacy `functions` / `function_call` / `function` messages are refused with a 400
 //!   naming `tools` rather than half-translated.
 //! - With thinking on, `temperature` and `top_k` are dropped (Anthropic allows only the
@@ -55,17 +58,35 @@
 //!   502 instead, since it is the provider key that failed.
 //! - `context_length_exceeded` is recognised from Anthropic's "prompt is too long"
 //!   message (and "exceed context limit", "context window").
-//! - An OpenAI backend's thinking signature is the caller's opaque value; an answer with
-//!   no content at all is an Anthropic message with `content: []` (as Anthropic itself
-//!   sends after tool results), not a made-up empty text block.
-//! - `[DONE]` without any `finish_reason` ends the Anthropic message normally
-//!   (`end_turn`): `[DONE]` is the upstream's explicit end. End of input without either is
-//!   a truncation.
-//! - An upstream body missing its final blank line still counts ([`sse`]).
+//! - The finish chunk is written at `message_stop`, not at `message_delta`, so a stream
+//!   cut between the two ends with an error and no `finish_reason`.
+//!
+//! Anthropic client, OpenAI-compatible upstream:
+//!
+//! - The thinking signature is the caller's opaque value. An answer with no content at
+//!   all is a message with `content: []` (as Anthropic itself sends after tool results),
+//!   not a made-up empty text block.
+//! - Thinking history goes to `reasoning` (vLLM, Ollama) or `reasoning_content`
+//!   (llama.cpp) and is dropped for OpenAI and unknown backends, which may refuse an
+//!   unknown field. User text blocks are joined with `\n`, assistant text blocks with
+//!   nothing (they are pieces of one answer).
+//! - Content block types with no OpenAI form are refused (400) rather than silently
+//!   lost, except redacted thinking and server-tool history, which no other model can
+//!   read. PDFs go as `file` parts to OpenAI and unknown backends and are refused for
+//!   vLLM, llama.cpp and Ollama; text documents become text. Images returned by a tool
+//!   follow its results in a user message, for every backend.
+//! - Unparseable tool-call arguments in a response become `{"_raw": <text>}`; a `stop`
+//!   that carries tool calls is `tool_use`; `content_filter` is `end_turn`.
+//! - `[DONE]` without any `finish_reason` ends the message normally (`end_turn`):
+//!   `[DONE]` is the upstream's explicit end. End of input without either is a
+//!   truncation.
 //! - An OpenAI-shaped 503 becomes 529 `overloaded_error`; an Anthropic-shaped error body
 //!   with a documented type passes unchanged with its status.
+//!
+//! Both: an upstream body missing its final blank line still counts ([`sse`]).
 
 mod a2o;
+mod a2o_content;
 mod a2o_response;
 mod a2o_stream;
 mod a2o_validate;
@@ -75,6 +96,7 @@ mod o2a;
 mod o2a_messages;
 mod o2a_response;
 mod o2a_stream;
+mod o2a_tools;
 pub mod sse;
 
 pub use a2o::{
@@ -98,4 +120,8 @@ pub use o2a_stream::AnthropicSseToOpenAi;
 #[cfg(test)]
 mod tests_a2o;
 #[cfg(test)]
+mod tests_a2o_stream;
+#[cfg(test)]
 mod tests_o2a;
+#[cfg(test)]
+mod tests_o2a_stream;

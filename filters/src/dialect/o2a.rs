@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::common::{blank, echo, parse_object, TranslateError};
 use super::o2a_messages::map_messages;
+use super::o2a_tools::{json_mode, map_tools, tool_choice};
 
 /// The tool name that carries a JSON-mode answer when `response_format` asks for JSON.
 /// Reserved: a client tool of this name is refused while JSON mode is on.
@@ -169,7 +170,7 @@ impl O2AState {
     pub(crate) fn model<'a>(&'a self, upstream: Option<&'a str>) -> &'a str {
         self.report_model
             .as_deref()
-            .or(upstream)
+            .or(upstream.filter(|m| !m.is_empty()))
             .unwrap_or(&self.upstream_model)
     }
 
@@ -284,15 +285,20 @@ pub fn openai_request_to_anthropic(
         // The only tool is the answer itself; thinking forbids forcing it.
         choice = Some(json!({"type": "tool", "name": JSON_TOOL}));
     }
-    if tools.is_empty() && !mapped.history_tools.is_empty() {
-        // Anthropic refuses tool_use/tool_result history without tool definitions.
+    if !client_tools && !mapped.history_tools.is_empty() {
+        // Anthropic refuses tool_use/tool_result history without tool definitions; the
+        // model must not call these stand-ins (unless JSON mode already forces its tool).
         for name in &mapped.history_tools {
-            tools.push(json!({
-                "name": name,
-                "input_schema": {"type": "object", "properties": {}},
-            }));
+            if name != JSON_TOOL {
+                tools.push(json!({
+                    "name": name,
+                    "input_schema": {"type": "object", "properties": {}},
+                }));
+            }
         }
-        choice = Some(json!({"type": "none"}));
+        if st.json_mode.is_none() {
+            choice = Some(json!({"type": "none"}));
+        }
     }
     if !tools.is_empty() {
         out.insert("tools".into(), Value::Array(tools));
@@ -490,174 +496,4 @@ fn looks_personal(u: &str) -> bool {
     digits >= 7
         && u.chars()
             .all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | ' ' | '(' | ')' | '.'))
-}
-
-/// OpenAI `tools` as Anthropic tools (§1.4).
-fn map_tools(tools: Option<&Value>) -> Result<Vec<Value>, TranslateError> {
-    let list = match tools {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err(TranslateError::invalid("must be an array", "tools")),
-    };
-    let mut out = Vec::with_capacity(list.len());
-    for (i, t) in list.iter().enumerate() {
-        let path = format!("tools[{i}]");
-        match t["type"].as_str() {
-            Some("function") | None => {}
-            Some(other) => {
-                return Err(TranslateError::unsupported(
-                    format!(
-                        "tool type '{}' is not supported by provider anthropic",
-                        echo(other)
-                    ),
-                    format!("{path}.type"),
-                ))
-            }
-        }
-        let f = &t["function"];
-        let Some(name) = f["name"].as_str().filter(|n| !n.is_empty()) else {
-            return Err(TranslateError::invalid(
-                "a function tool needs a name",
-                format!("{path}.function.name"),
-            ));
-        };
-        let schema = match &f["parameters"] {
-            Value::Null => json!({"type": "object", "properties": {}}),
-            Value::Object(p) => {
-                // Passed unchanged ($defs, anyOf, additionalProperties included); Anthropic
-                // only insists on an object schema.
-                let mut p = p.clone();
-                match p.get("type") {
-                    None => {
-                        p.insert("type".into(), json!("object"));
-                    }
-                    Some(ty) if ty == "object" => {}
-                    Some(_) => {
-                        return Err(TranslateError::invalid(
-                            "tool parameters must be an object schema",
-                            format!("{path}.function.parameters"),
-                        ))
-                    }
-                }
-                Value::Object(p)
-            }
-            _ => {
-                return Err(TranslateError::invalid(
-                    "must be a JSON schema object",
-                    format!("{path}.function.parameters"),
-                ))
-            }
-        };
-        let mut tool = Map::new();
-        tool.insert("name".into(), json!(name));
-        if let Some(d) = f["description"].as_str() {
-            tool.insert("description".into(), json!(d));
-        }
-        tool.insert("input_schema".into(), schema);
-        if let Some(cc) = t.get("cache_control").or_else(|| f.get("cache_control")) {
-            tool.insert("cache_control".into(), cc.clone());
-        }
-        out.push(Value::Object(tool));
-    }
-    Ok(out)
-}
-
-/// `tool_choice` and `parallel_tool_calls` as one Anthropic `tool_choice` (§1.4).
-fn tool_choice(req: &Map<String, Value>, thinking: bool) -> Result<Option<Value>, TranslateError> {
-    let mut choice = match req.get("tool_choice") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => Some(json!({"type": "auto"})),
-            "none" => Some(json!({"type": "none"})),
-            "required" => Some(json!({"type": "any"})),
-            other => {
-                return Err(TranslateError::invalid(
-                    format!("'{}' is not one of auto, none, required", echo(other)),
-                    "tool_choice",
-                ))
-            }
-        },
-        Some(v) => match v["function"]["name"].as_str() {
-            Some(name) if v["type"] == "function" => Some(json!({"type": "tool", "name": name})),
-            _ => {
-                return Err(TranslateError::unsupported(
-                    "tool_choice must be auto, none, required or {\"type\":\"function\",\"function\":{\"name\":…}}",
-                    "tool_choice",
-                ))
-            }
-        },
-    };
-    if thinking
-        && choice
-            .as_ref()
-            .is_some_and(|c| c["type"] == "any" || c["type"] == "tool")
-    {
-        return Err(TranslateError::unsupported(
-            "forcing a tool is not supported by provider anthropic while thinking is enabled",
-            "tool_choice",
-        ));
-    }
-    if req.get("parallel_tool_calls").and_then(Value::as_bool) == Some(false) {
-        let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
-        if c["type"] != "none" {
-            c["disable_parallel_tool_use"] = json!(true);
-        }
-    }
-    Ok(choice)
-}
-
-/// The input schema of the JSON-mode tool, when `response_format` asks for JSON.
-fn json_mode(rf: Option<&Value>) -> Result<Option<(Value, JsonMode)>, TranslateError> {
-    let any_object = || json!({"type": "object", "additionalProperties": true, "properties": {}});
-    let Some(rf) = rf.filter(|r| !r.is_null()) else {
-        return Ok(None);
-    };
-    match rf["type"].as_str() {
-        Some("text") => Ok(None),
-        Some("json_object") => Ok(Some((
-            any_object(),
-            JsonMode {
-                unwrap_values: false,
-            },
-        ))),
-        Some("json_schema") => {
-            let schema = &rf["json_schema"]["schema"];
-            let is_object = schema["type"] == "object"
-                || (schema.get("type").is_none() && schema["properties"].is_object());
-            if schema.is_null() {
-                Ok(Some((
-                    any_object(),
-                    JsonMode {
-                        unwrap_values: false,
-                    },
-                )))
-            } else if !schema.is_object() {
-                Err(TranslateError::invalid(
-                    "must be a JSON schema object",
-                    "response_format.json_schema.schema",
-                ))
-            } else if is_object {
-                let mut s = schema.clone();
-                s["type"] = json!("object");
-                Ok(Some((
-                    s,
-                    JsonMode {
-                        unwrap_values: false,
-                    },
-                )))
-            } else {
-                // Tool inputs must be objects: carry any other schema as one property.
-                Ok(Some((
-                    json!({"type": "object", "properties": {"values": schema}, "required": ["values"]}),
-                    JsonMode {
-                        unwrap_values: true,
-                    },
-                )))
-            }
-        }
-        _ => Err(TranslateError::invalid(
-            "must be text, json_object or json_schema",
-            "response_format.type",
-        )),
-    }
 }

@@ -1,11 +1,12 @@
-//! Spec §8 cases 1–23: client on OpenAI chat, upstream Anthropic.
+//! Spec §8 cases 1–13: client on OpenAI chat, upstream Anthropic — the request and the
+//! non-streamed response — and the helpers of the stream cases.
 
 use serde_json::{json, Value};
 
 use super::*;
 use crate::usage::Usage;
 
-fn opts() -> OpenAiToAnthropic {
+pub(super) fn opts() -> OpenAiToAnthropic {
     OpenAiToAnthropic {
         default_max_tokens: 8192,
         created: 1_700_000_000,
@@ -13,17 +14,17 @@ fn opts() -> OpenAiToAnthropic {
     }
 }
 
-fn translate(req: Value) -> (Value, O2AState) {
+pub(super) fn translate(req: Value) -> (Value, O2AState) {
     let (body, st) =
         openai_request_to_anthropic(req.to_string().as_bytes(), "claude-x", &opts()).unwrap();
     (serde_json::from_slice(&body).unwrap(), st)
 }
 
-fn refuse(req: Value) -> TranslateError {
+pub(super) fn refuse(req: Value) -> TranslateError {
     openai_request_to_anthropic(req.to_string().as_bytes(), "claude-x", &opts()).unwrap_err()
 }
 
-fn text(t: &str) -> Value {
+pub(super) fn text(t: &str) -> Value {
     json!({"type": "text", "text": t})
 }
 
@@ -35,7 +36,7 @@ pub(super) fn anthropic_sse(events: &[Value]) -> String {
         .collect()
 }
 
-fn run(st: &O2AState, body: &[u8]) -> (Vec<u8>, StreamEnd, Option<Usage>) {
+pub(super) fn run(st: &O2AState, body: &[u8]) -> (Vec<u8>, StreamEnd, Option<Usage>) {
     let mut t = AnthropicSseToOpenAi::new(st);
     let mut out = Vec::new();
     t.feed(body, &mut out);
@@ -44,7 +45,7 @@ fn run(st: &O2AState, body: &[u8]) -> (Vec<u8>, StreamEnd, Option<Usage>) {
 }
 
 /// The JSON payloads of an OpenAI stream, and whether it ended with `[DONE]`.
-fn chunks(out: &[u8]) -> (Vec<Value>, bool) {
+pub(super) fn chunks(out: &[u8]) -> (Vec<Value>, bool) {
     let s = std::str::from_utf8(out).unwrap();
     assert!(
         s.is_empty() || s.ends_with("\n\n"),
@@ -64,13 +65,13 @@ fn chunks(out: &[u8]) -> (Vec<Value>, bool) {
     (v, done)
 }
 
-fn start(input: u64, cache_read: u64) -> Value {
+pub(super) fn start(input: u64, cache_read: u64) -> Value {
     json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
         "content": [], "model": "claude-x-2", "stop_reason": null, "stop_sequence": null,
         "usage": {"input_tokens": input, "cache_read_input_tokens": cache_read, "output_tokens": 1}}})
 }
 
-fn text_stream() -> Vec<Value> {
+pub(super) fn text_stream() -> Vec<Value> {
     vec![
         start(50, 10),
         json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
@@ -83,7 +84,7 @@ fn text_stream() -> Vec<Value> {
     ]
 }
 
-fn streaming(include_usage: bool) -> O2AState {
+pub(super) fn streaming(include_usage: bool) -> O2AState {
     let mut req =
         json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     if include_usage {
@@ -135,7 +136,7 @@ fn case_1_system_hoisting() {
     );
 }
 
-fn two_calls() -> Value {
+pub(super) fn two_calls() -> Value {
     json!({"role": "assistant", "content": null, "tool_calls": [
         {"id": "id1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}},
         {"id": "id2", "type": "function", "function": {"name": "g", "arguments": "{}"}},
@@ -525,6 +526,23 @@ fn case_12_json_schema_emulation() {
         "messages": [{"role": "user", "content": "x"}]}),
     );
     assert_eq!(e.param.as_deref(), Some("tools"));
+    // Tool history without client tools in JSON mode: stand-in definitions, and the JSON
+    // tool stays forced.
+    let (a, _) = translate(
+        json!({"model": "m", "response_format": {"type": "json_object"}, "messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "now", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c", "content": "noon"},
+        ]}),
+    );
+    let names: Vec<&str> = a["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [JSON_TOOL, "now"]);
+    assert_eq!(a["tool_choice"], json!({"type": "tool", "name": JSON_TOOL}));
 }
 
 #[test]
@@ -604,324 +622,4 @@ fn case_13b_prefill_strips_trailing_whitespace() {
     );
     assert_eq!(a["messages"][1]["content"], json!([text("Sure:")]));
     assert!(st.prefix.is_none(), "no prefix without `prefix: true`");
-}
-
-#[test]
-fn case_14_stop_reasons() {
-    for (stop, want, known) in [
-        ("end_turn", "stop", true),
-        ("stop_sequence", "stop", true),
-        ("max_tokens", "length", true),
-        ("tool_use", "tool_calls", true),
-        ("refusal", "content_filter", true),
-        ("pause_turn", "stop", true),
-        ("model_context_window_exceeded", "length", true),
-        ("banana", "stop", false),
-    ] {
-        assert_eq!(finish_reason_for(Some(stop)), (want, known), "{stop}");
-    }
-    assert_eq!(finish_reason_for(None), ("stop", false));
-    // Streamed, an unknown reason is reported as `stop` and remembered.
-    let mut events = text_stream();
-    events[6]["delta"]["stop_reason"] = json!("banana");
-    let st = streaming(false);
-    let mut t = AnthropicSseToOpenAi::new(&st);
-    let mut out = Vec::new();
-    t.feed(anthropic_sse(&events).as_bytes(), &mut out);
-    assert_eq!(t.finish(&mut out), StreamEnd::Complete);
-    assert_eq!(t.unknown_stop_reason(), Some("banana"));
-    let (cs, _) = chunks(&out);
-    assert_eq!(cs.last().unwrap()["choices"][0]["finish_reason"], "stop");
-}
-
-#[test]
-fn case_15_plain_text_stream() {
-    let st = streaming(true);
-    assert!(st.stream && st.include_usage);
-    let (out, end, usage) = run(&st, anthropic_sse(&text_stream()).as_bytes());
-    assert_eq!(end, StreamEnd::Complete);
-    let (cs, done) = chunks(&out);
-    assert!(done);
-    assert_eq!(
-        cs[0]["choices"][0]["delta"],
-        json!({"role": "assistant", "content": ""})
-    );
-    assert_eq!(cs[1]["choices"][0]["delta"], json!({"content": "Hello"}));
-    assert_eq!(cs[2]["choices"][0]["delta"], json!({"content": " world"}));
-    assert_eq!(cs[3]["choices"][0]["delta"], json!({}));
-    assert_eq!(cs[3]["choices"][0]["finish_reason"], "stop");
-    assert_eq!(cs[4]["choices"], json!([]));
-    assert_eq!(cs[4]["usage"]["prompt_tokens"], 60);
-    assert_eq!(cs[4]["usage"]["completion_tokens"], 41);
-    assert_eq!(cs.len(), 5);
-    for c in &cs {
-        assert_eq!(c["id"], "msg_1");
-        assert_eq!(c["created"], 1_700_000_000);
-        assert_eq!(c["model"], "claude-x-2");
-        assert_eq!(c["object"], "chat.completion.chunk");
-    }
-    for c in &cs[..4] {
-        assert_eq!(c["choices"][0]["index"], 0);
-    }
-    assert_eq!(usage.unwrap().total_tokens, 101);
-}
-
-#[test]
-fn case_16_no_usage_chunk_unless_asked() {
-    let st = streaming(false);
-    let (out, end, usage) = run(&st, anthropic_sse(&text_stream()).as_bytes());
-    assert_eq!(end, StreamEnd::Complete);
-    let (cs, done) = chunks(&out);
-    assert!(done);
-    assert_eq!(cs.len(), 4);
-    assert!(cs
-        .iter()
-        .all(|c| c["choices"].as_array().unwrap().len() == 1));
-    assert_eq!(
-        usage.unwrap().completion_tokens,
-        41,
-        "the gateway still learns usage"
-    );
-}
-
-fn tool_stream() -> Vec<Value> {
-    vec![
-        start(50, 10),
-        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Checking"}}),
-        json!({"type": "content_block_stop", "index": 0}),
-        json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {}}}),
-        json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": ""}}),
-        json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"city\":"}}),
-        json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "\"Paris\"}"}}),
-        json!({"type": "content_block_stop", "index": 1}),
-        json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_b", "name": "now", "input": {}}}),
-        json!({"type": "content_block_stop", "index": 2}),
-        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 41}}),
-        json!({"type": "message_stop"}),
-    ]
-}
-
-fn tool_fragments(cs: &[Value]) -> Vec<Value> {
-    cs.iter()
-        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array())
-        .flatten()
-        .cloned()
-        .collect()
-}
-
-#[test]
-fn case_17_parallel_tool_streaming() {
-    let (out, end, _) = run(&streaming(true), anthropic_sse(&tool_stream()).as_bytes());
-    assert_eq!(end, StreamEnd::Complete);
-    let (cs, done) = chunks(&out);
-    assert!(done);
-    let frags = tool_fragments(&cs);
-    assert_eq!(
-        frags,
-        vec![
-            json!({"index": 0, "id": "toolu_a", "type": "function", "function": {"name": "get_weather", "arguments": ""}}),
-            json!({"index": 0, "function": {"arguments": "{\"city\":"}}),
-            json!({"index": 0, "function": {"arguments": "\"Paris\"}"}}),
-            json!({"index": 1, "id": "toolu_b", "type": "function", "function": {"name": "now", "arguments": ""}}),
-            json!({"index": 1, "function": {"arguments": "{}"}}),
-        ]
-    );
-    let finish: Vec<&Value> = cs
-        .iter()
-        .map(|c| &c["choices"][0]["finish_reason"])
-        .filter(|f| !f.is_null())
-        .collect();
-    assert_eq!(finish, vec![&json!("tool_calls")]);
-}
-
-#[test]
-fn case_18_no_arg_tool_stream() {
-    let (out, _, _) = run(&streaming(false), anthropic_sse(&tool_stream()).as_bytes());
-    let (cs, _) = chunks(&out);
-    let frags = tool_fragments(&cs);
-    let args_of_1: Vec<&str> = frags
-        .iter()
-        .filter(|f| f["index"] == 1)
-        .filter_map(|f| f["function"]["arguments"].as_str())
-        .collect();
-    assert_eq!(args_of_1.concat(), "{}");
-    // The "{}" fragment comes before the finish chunk.
-    let pos_args = cs
-        .iter()
-        .position(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] == "{}")
-        .unwrap();
-    let pos_fin = cs
-        .iter()
-        .position(|c| !c["choices"][0]["finish_reason"].is_null())
-        .unwrap();
-    assert!(pos_args < pos_fin);
-}
-
-#[test]
-fn case_19_no_empty_object_prefix() {
-    let events = vec![
-        start(1, 0),
-        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}}}),
-        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{\"a\":"}}),
-        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "1}"}}),
-        json!({"type": "content_block_stop", "index": 0}),
-        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 3}}),
-        json!({"type": "message_stop"}),
-    ];
-    let (out, _, _) = run(&streaming(false), anthropic_sse(&events).as_bytes());
-    let (cs, _) = chunks(&out);
-    let args: String = tool_fragments(&cs)
-        .iter()
-        .filter_map(|f| f["function"]["arguments"].as_str().map(str::to_string))
-        .collect();
-    assert_eq!(args, "{\"a\":1}");
-}
-
-#[test]
-fn case_20_stream_usage() {
-    let mut events = text_stream();
-    events.insert(
-        7,
-        json!({"type": "message_delta", "delta": {"stop_reason": null}, "usage": {"output_tokens": 45, "input_tokens": 0}}),
-    );
-    let (out, _, usage) = run(&streaming(true), anthropic_sse(&events).as_bytes());
-    assert_eq!(
-        usage,
-        Some(Usage {
-            prompt_tokens: 60,
-            completion_tokens: 45,
-            total_tokens: 105
-        })
-    );
-    let (cs, _) = chunks(&out);
-    let u = &cs.last().unwrap()["usage"];
-    assert_eq!(
-        (u["prompt_tokens"].as_u64(), u["completion_tokens"].as_u64()),
-        (Some(60), Some(45))
-    );
-    assert_eq!(u["prompt_tokens_details"]["cached_tokens"], 10);
-    assert_eq!(
-        cs.iter()
-            .filter(|c| !c["choices"][0]["finish_reason"].is_null())
-            .count(),
-        1
-    );
-}
-
-#[test]
-fn case_21_noise() {
-    let clean = anthropic_sse(&text_stream());
-    let mut noisy = String::from("\u{feff}: hello\n\n");
-    for (k, frame) in clean.split_inclusive("\n\n").enumerate() {
-        noisy.push_str(&frame.replace('\n', "\r\n"));
-        noisy.push_str(": keep-alive\r\n\r\nevent: ping\r\ndata: {\"type\": \"ping\"}\r\n\r\n");
-        if k == 2 {
-            noisy.push_str(
-                "event: foo\r\ndata: {\"type\":\"foo\",\"x\":1}\r\n\r\nid: 3\r\nretry: 5\r\n\r\n",
-            );
-        }
-    }
-    let st = streaming(true);
-    let (a, ea, _) = run(&st, clean.as_bytes());
-    let (b, eb, _) = run(&st, noisy.as_bytes());
-    assert_eq!((ea, eb), (StreamEnd::Complete, StreamEnd::Complete));
-    assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
-}
-
-#[test]
-fn case_22_mid_stream_error() {
-    let mut events = text_stream()[..4].to_vec();
-    events.push(
-        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
-    );
-    events.extend(text_stream()[5..].iter().cloned());
-    let st = streaming(true);
-    let mut t = AnthropicSseToOpenAi::new(&st);
-    let mut out = Vec::new();
-    t.feed(anthropic_sse(&events).as_bytes(), &mut out);
-    let (cs, done) = chunks(&out);
-    assert!(!done);
-    let last = cs.last().unwrap();
-    assert_eq!(last["error"]["code"], "overloaded_error");
-    assert_eq!(last["error"]["type"], "server_error");
-    assert!(last["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("Overloaded"));
-    assert!(cs
-        .iter()
-        .all(|c| c["choices"][0]["finish_reason"].is_null()));
-    let before = out.len();
-    assert_eq!(t.finish(&mut out), StreamEnd::UpstreamError);
-    assert_eq!(t.finish(&mut out), StreamEnd::UpstreamError);
-    assert_eq!(
-        out.len(),
-        before,
-        "the error frame was written once, at the event"
-    );
-}
-
-#[test]
-fn case_23_truncated_upstream() {
-    let events = &text_stream()[..5];
-    let mut t = AnthropicSseToOpenAi::new(&streaming(true));
-    let mut out = Vec::new();
-    t.feed(anthropic_sse(events).as_bytes(), &mut out);
-    // Half an event, then the connection closes.
-    t.feed(
-        b"event: content_block_delta\ndata: {\"type\":\"content_bl",
-        &mut out,
-    );
-    assert_eq!(t.finish(&mut out), StreamEnd::Truncated);
-    let (cs, done) = chunks(&out);
-    assert!(!done);
-    assert_eq!(cs.last().unwrap()["error"]["code"], "upstream_truncated");
-    assert!(cs
-        .iter()
-        .all(|c| c["choices"][0]["finish_reason"].is_null()));
-    let n = out.len();
-    assert_eq!(t.finish(&mut out), StreamEnd::Truncated);
-    assert_eq!(out.len(), n);
-    // Nothing at all from the upstream is a truncation too.
-    let (out, end, usage) = run(&streaming(false), b"");
-    assert_eq!(end, StreamEnd::Truncated);
-    assert_eq!(chunks(&out).0.len(), 1);
-    assert!(usage.is_none());
-}
-
-#[test]
-fn stream_thinking_and_prefix() {
-    let (_, mut st) = translate(
-        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "x"},
-        {"role": "assistant", "content": "Well,", "prefix": true}]}),
-    );
-    st.include_usage = false;
-    let events = vec![
-        start(1, 0),
-        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
-        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hm"}}),
-        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "s"}}),
-        json!({"type": "content_block_stop", "index": 0}),
-        json!({"type": "content_block_start", "index": 1, "content_block": {"type": "redacted_thinking", "data": "zz"}}),
-        json!({"type": "content_block_stop", "index": 1}),
-        // A delta for a block that never started, and one of the wrong type: ignored.
-        json!({"type": "content_block_delta", "index": 7, "delta": {"type": "text_delta", "text": "ghost"}}),
-        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "late"}}),
-        json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 2}}),
-        json!({"type": "message_stop"}),
-    ];
-    let (out, end, _) = run(&st, anthropic_sse(&events).as_bytes());
-    assert_eq!(end, StreamEnd::Complete);
-    let (cs, _) = chunks(&out);
-    assert_eq!(
-        cs[0]["choices"][0]["delta"],
-        json!({"role": "assistant", "content": "Well,"})
-    );
-    assert_eq!(
-        cs[1]["choices"][0]["delta"],
-        json!({"reasoning_content": "hm"})
-    );
-    assert_eq!(cs[2]["choices"][0]["finish_reason"], "length");
-    assert_eq!(cs.len(), 3);
 }
