@@ -1123,7 +1123,11 @@ fn add_attribution(
     let mut add = |name: &str, value: &Option<String>, field: &str| -> Result<(), ConfigError> {
         if let Some(v) = value {
             if http::HeaderValue::from_str(v).is_err() {
-                return Err(cerr(format!("{path}.{field}"), v.as_str(), "not a valid header value"));
+                return Err(cerr(
+                    format!("{path}.{field}"),
+                    v.as_str(),
+                    "not a valid header value",
+                ));
             }
             headers.push((name.to_string(), v.clone()));
         }

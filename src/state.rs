@@ -29,8 +29,8 @@ use crate::metrics::{InferenceStats, Metrics, ProviderCounters};
 use crate::providers::http::{
     build_upstream, up_disabled, Credential, Timeouts, UpstreamSpec, DISABLED_REASONS,
 };
-use crate::providers::presets::{preset, Wire};
 pub use crate::providers::http::{Target, Upstream, CREDENTIAL_INVALID, KEY_ENV_UNSET};
+use crate::providers::presets::{preset, Wire};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::{RuntimeValues, Store};

@@ -488,7 +488,10 @@ mod tests {
         for (e, t) in [
             (GatewayError::MissingModel, "invalid_request_error"),
             (GatewayError::Unauthorized("x"), "authentication_error"),
-            (GatewayError::ModelNotAllowed("m".into()), "permission_error"),
+            (
+                GatewayError::ModelNotAllowed("m".into()),
+                "permission_error",
+            ),
             (GatewayError::ModelNotFound("m".into()), "not_found_error"),
             (GatewayError::BodyTooLarge(1), "request_too_large"),
             (

@@ -475,7 +475,10 @@ mod tests {
             br#"{"input_tokens":100,"cache_read_input_tokens":20,"cache_creation_input_tokens":5,"output_tokens":7}"#,
         )
         .unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (125, 7, 132));
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (125, 7, 132)
+        );
         let u = parse_usage(br#"{"output_tokens":41}"#).unwrap();
         assert_eq!((u.prompt_tokens, u.completion_tokens), (0, 41));
         assert_eq!(parse_usage(br#"{"x":1}"#), None);

@@ -229,6 +229,9 @@ mod tests {
         assert_eq!(preset(ProviderKind::Anthropic).wire, Wire::Anthropic);
         assert_eq!(preset(ProviderKind::Anthropic).auth, AuthStyle::XApiKey);
         assert_eq!(preset(ProviderKind::Vllm).messages, MessagesMode::Native);
-        assert_eq!(preset(ProviderKind::Openai).messages, MessagesMode::Translate);
+        assert_eq!(
+            preset(ProviderKind::Openai).messages,
+            MessagesMode::Translate
+        );
     }
 }

@@ -15,11 +15,11 @@ use switchyard_filters::usage::{Usage, UsageChunkStripper};
 
 use super::failure::Failure;
 use super::translate::{Collect, Relay, Transcoder};
-use switchyard_filters::error::GatewayError;
 use crate::cache::Flight;
 use crate::metrics::ProviderCounters;
 use crate::state::Snapshot;
 use crate::tenancy::Tenant;
+use switchyard_filters::error::GatewayError;
 
 /// Per-request state. A request finishes on the snapshot it started with.
 pub struct Ctx {

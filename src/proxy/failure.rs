@@ -127,12 +127,6 @@ pub(super) fn no_backend_detail(snap: &Snapshot, ctx: &Ctx) -> String {
     }
 }
 
-/// The SSE event that ends an OpenAI-dialect stream in error: `data: {"error":{...}}`
-/// and a blank line.
-pub(crate) fn sse_error_event(e: &GatewayError) -> Bytes {
-    stream_error_event(e, false)
-}
-
 impl Gateway {
     fn count_upstream_error(&self, ctx: &Ctx, kind: &str) {
         if let Some(p) = ctx.provider_name() {

@@ -52,9 +52,8 @@ use switchyard_filters::error::{clip, GatewayError};
 
 pub(crate) use answers::abandoned;
 pub use ctx::{CacheStatus, Ctx};
-pub(crate) use failure::sse_error_event;
-pub(crate) use translate::stream_error_event;
 pub use failure::Failure;
+pub(crate) use translate::stream_error_event;
 
 use crate::state::Hub;
 

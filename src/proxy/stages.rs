@@ -265,8 +265,8 @@ impl Gateway {
             return answer(GatewayError::ModelNameTooLong(max_model));
         }
         ctx.req.model = CompactString::from(model);
-        ctx.req.stream = head.is_stream()
-            && !matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens);
+        ctx.req.stream =
+            head.is_stream() && !matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens);
         ctx.req.client_wants_usage = head.client_wants_usage();
         if !tenant.allows(model) {
             return answer(GatewayError::ModelNotAllowed(model.to_string()));

@@ -10,8 +10,8 @@ use http::header::{self, HeaderName};
 use pingora_http::{RequestHeader, ResponseHeader};
 use switchyard_filters::dialect::{
     anthropic_error_to_openai, anthropic_request_to_openai, anthropic_response_to_openai,
-    openai_error_to_anthropic, openai_request_to_anthropic, openai_response_to_anthropic,
-    A2OState, AnthropicSseToOpenAi, AnthropicToOpenAi, Backend, O2AState, OpenAiSseToAnthropic,
+    openai_error_to_anthropic, openai_request_to_anthropic, openai_response_to_anthropic, A2OState,
+    AnthropicSseToOpenAi, AnthropicToOpenAi, Backend, O2AState, OpenAiSseToAnthropic,
     OpenAiToAnthropic, StreamEnd, TranslateError,
 };
 use switchyard_filters::endpoint::Endpoint;

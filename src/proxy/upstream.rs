@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use arrayvec::ArrayVec;
-use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
