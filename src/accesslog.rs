@@ -165,6 +165,9 @@ pub struct AccessLine<'a> {
     pub error: Option<&'a str>,
     /// Tenant, when auth is on.
     pub tenant: Option<&'a str>,
+    /// How the answer was translated (`openai_to_anthropic` | `anthropic_to_openai`),
+    /// when it was.
+    pub translated: Option<&'static str>,
 }
 
 impl AccessLine<'_> {
@@ -230,6 +233,11 @@ impl AccessLine<'_> {
             out.extend_from_slice(b",\"tenant\":");
             json_str(out, t);
         }
+        if let Some(t) = self.translated {
+            out.extend_from_slice(b",\"translated\":\"");
+            out.extend_from_slice(t.as_bytes());
+            out.push(b'"');
+        }
         out.push(b'}');
     }
 }
@@ -279,6 +287,7 @@ mod tests {
             cache: "miss",
             fallback: false,
             attempts: 1,
+            translated: None,
             error: None,
             tenant: Some("team-a"),
         }

@@ -3,11 +3,12 @@
 //!
 //! | path | answer |
 //! |---|---|
-//! | `GET /health` | `{"status":"ok"}` while the process runs |
+//! | `GET /health` | `{"status":"ok"}` while the process runs (with each CLI pool's sessions by state) |
 //! | `GET /health/ready` | 200 while serving; 503 once shutdown began |
 //! | `GET /health/inflight` | this replica's and the cluster's in-flight requests |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /v1/inference/stats` | local backend: requests, errors, latency, TTFT, tokens/s |
+//! | `GET /sessions` | every CLI provider's processes (a JSON list; empty without one) |
 //!
 //! Admin API (every call needs `X-Admin-Secret`, compared in constant time; without a
 //! configured secret the API is off):
@@ -369,7 +370,28 @@ impl ServeHttp for Admin {
             return error_reply(&e);
         }
         match path.as_str() {
-            "/health" => json_reply(200, &json!({"status": "ok"})),
+            "/health" => {
+                let mut v = json!({"status": "ok"});
+                if !self.hub.cli_pools.is_empty() {
+                    let pools: serde_json::Map<String, serde_json::Value> = self
+                        .hub
+                        .cli_pools
+                        .iter()
+                        .map(|p| (p.name().to_string(), p.summary()))
+                        .collect();
+                    v["cli"] = serde_json::Value::Object(pools);
+                }
+                json_reply(200, &v)
+            }
+            "/sessions" => {
+                let all: Vec<serde_json::Value> = self
+                    .hub
+                    .cli_pools
+                    .iter()
+                    .flat_map(|p| p.describe())
+                    .collect();
+                json_reply(200, &serde_json::Value::Array(all))
+            }
             "/health/ready" => {
                 let snap = self.hub.snapshot_guard();
                 let disabled: Vec<serde_json::Value> = snap

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::providers::cli::CliSettings;
 pub use crate::providers::presets::MessagesMode;
 use crate::providers::presets::{preset, Preset, Wire, PRESETS};
 use switchyard_filters::glob::Pattern;
@@ -498,6 +499,9 @@ pub enum ProviderKind {
     Vllm,
     /// A remote SGLang server.
     Sglang,
+    /// A command-line client (the `claude` CLI in stream-json mode) run as a pool of
+    /// pre-warmed processes.
+    Cli,
     /// Answered inside the gateway: canned/echo text, streaming too.
     Mock,
 }
@@ -518,6 +522,7 @@ impl ProviderKind {
             Self::Llamacpp => "llamacpp",
             Self::Vllm => "vllm",
             Self::Sglang => "sglang",
+            Self::Cli => "cli",
             Self::Mock => "mock",
         }
     }
@@ -557,6 +562,19 @@ pub struct ProviderFile {
     pub app_url: Option<String>,
     /// OpenRouter attribution: the app's name (`X-Title`).
     pub app_name: Option<String>,
+    /// CLI only: the program and its arguments.
+    pub command: Option<Vec<String>>,
+    /// CLI only: environment variables for it.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// CLI only: processes kept warm (default 2).
+    pub pool_size: Option<usize>,
+    /// CLI only: extra cold processes when all are busy (default: `pool_size`).
+    pub max_overflow: Option<usize>,
+    /// CLI only: period of the liveness check, s (default 300).
+    pub keep_alive_interval_secs: Option<u64>,
+    /// CLI only: the longest a request waits for a process and its answer, s (default 60).
+    pub request_timeout_secs: Option<u64>,
 }
 
 /// `[routing]`
@@ -897,6 +915,8 @@ pub struct ProviderSettings {
     pub forward_query: Vec<String>,
     /// How `/v1/messages` requests are served.
     pub messages: MessagesMode,
+    /// The process pool of a `cli` provider.
+    pub cli: Option<CliSettings>,
 }
 
 /// Validated routing settings.
@@ -1099,6 +1119,67 @@ fn check_headers(
         out.push((k.to_ascii_lowercase(), v.clone()));
     }
     Ok(out)
+}
+
+/// A `cli` provider's pool settings (`None` for every other kind; their CLI fields are
+/// refused).
+fn cli_settings(p: &ProviderFile, path: &str) -> Result<Option<CliSettings>, ConfigError> {
+    if p.kind != ProviderKind::Cli {
+        if p.command.is_some() || p.pool_size.is_some() {
+            return Err(cerr(
+                format!("{path}.command"),
+                "",
+                "only for kind = \"cli\"",
+            ));
+        }
+        return Ok(None);
+    }
+    let command = p
+        .command
+        .clone()
+        .filter(|c| c.first().is_some_and(|p| !p.is_empty()))
+        .ok_or_else(|| cerr(format!("{path}.command"), "", "required for kind = \"cli\""))?;
+    let pool_size = p.pool_size.unwrap_or(2);
+    if !(1..=64).contains(&pool_size) {
+        return Err(cerr(
+            format!("{path}.pool_size"),
+            pool_size.to_string(),
+            "must be between 1 and 64",
+        ));
+    }
+    let max_overflow = p.max_overflow.unwrap_or(pool_size);
+    if max_overflow > 64 {
+        return Err(cerr(
+            format!("{path}.max_overflow"),
+            max_overflow.to_string(),
+            "must be at most 64",
+        ));
+    }
+    let secs =
+        |v: Option<u64>, default: u64, name: &str, max: u64| -> Result<Duration, ConfigError> {
+            let v = v.unwrap_or(default);
+            if v == 0 || v > max {
+                return Err(cerr(
+                    format!("{path}.{name}"),
+                    v.to_string(),
+                    format!("must be between 1 and {max}"),
+                ));
+            }
+            Ok(Duration::from_secs(v))
+        };
+    Ok(Some(CliSettings {
+        command,
+        env: p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        pool_size,
+        max_overflow,
+        keep_alive: secs(
+            p.keep_alive_interval_secs,
+            300,
+            "keep_alive_interval_secs",
+            86_400,
+        )?,
+        request_timeout: secs(p.request_timeout_secs, 60, "request_timeout_secs", 3_600)?,
+    }))
 }
 
 /// A provider's base URL. An Anthropic-dialect provider's is the server root: a
@@ -1385,7 +1466,8 @@ impl Settings {
                 ));
             }
             let std = preset(p.kind);
-            let base_url = if p.kind == ProviderKind::Mock {
+            let cli = cli_settings(p, &path)?;
+            let base_url = if matches!(p.kind, ProviderKind::Mock | ProviderKind::Cli) {
                 None
             } else {
                 let raw = p.base_url.as_deref().or(std.base_url).ok_or_else(|| {
@@ -1442,11 +1524,11 @@ impl Settings {
                 None => std.models.iter().map(|s| s.to_string()).collect(),
             };
             check_patterns(&models, &format!("{path}.models"))?;
-            if models.is_empty() && p.kind == ProviderKind::Mock {
+            if models.is_empty() && matches!(p.kind, ProviderKind::Mock | ProviderKind::Cli) {
                 return Err(cerr(
                     format!("{path}.models"),
                     "",
-                    "a mock provider needs at least one model",
+                    format!("a {} provider needs at least one model", p.kind.as_str()),
                 ));
             }
             let mut extra_headers =
@@ -1465,6 +1547,7 @@ impl Settings {
                 missing_key_env,
                 forward_query: p.forward_query.clone(),
                 messages: p.messages.unwrap_or(std.messages),
+                cli,
             });
         }
 
@@ -1511,6 +1594,7 @@ impl Settings {
                     missing_key_env: None,
                     forward_query: Vec::new(),
                     messages: k.messages,
+                    cli: None,
                 });
             }
         }

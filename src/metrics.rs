@@ -89,6 +89,14 @@ pub struct Metrics {
     /// Requests translated between dialects, by direction (`openai_to_anthropic` |
     /// `anthropic_to_openai`).
     pub translations: IntCounterVec,
+    /// CLI processes started for a request because none was idle, by provider.
+    pub cli_cold_starts: IntCounterVec,
+    /// CLI processes that died and were replaced, by provider.
+    pub cli_restarts: IntCounterVec,
+    /// Time a request waited for a CLI process, by provider.
+    pub cli_wait: HistogramVec,
+    /// CLI processes by provider and state.
+    pub cli_sessions: IntGaugeVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -139,6 +147,10 @@ impl Metrics {
             client_connections_max: reg(&r, IntGauge::new("switchyard_client_connections_max", "The cap on open client connections (server.max_client_connections).").unwrap()),
             client_connections_refused: reg(&r, IntCounter::new("switchyard_client_connections_refused_total", "Client connections refused because the cap was reached.").unwrap()),
             translations: reg(&r, counter_vec("switchyard_translations_total", "Requests translated between API dialects, by direction.", &["direction"]).unwrap()),
+            cli_cold_starts: reg(&r, counter_vec("switchyard_cli_cold_starts_total", "CLI processes started for a request because none was idle.", &["provider"]).unwrap()),
+            cli_restarts: reg(&r, counter_vec("switchyard_cli_restarts_total", "CLI processes that died and were replaced.", &["provider"]).unwrap()),
+            cli_wait: reg(&r, hist_vec("switchyard_cli_wait_seconds", "Time a request waited for a CLI process.", &["provider"], LATENCY_BUCKETS).unwrap()),
+            cli_sessions: reg(&r, IntGaugeVec::new(Opts::new("switchyard_cli_sessions", "CLI processes by state."), &["provider", "state"]).unwrap()),
             registry: r,
         };
         m

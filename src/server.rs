@@ -221,11 +221,16 @@ pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String
     admin.add_tcp(&admin_listen.to_string());
     let discovery = background_service("switchyard-discovery", Discovery::new(hub.clone()));
     let refresher = background_service("switchyard-refresher", Refresher::new(hub.clone()));
+    let cli = background_service(
+        "switchyard-cli-pools",
+        crate::providers::cli::maintainer::Maintainer::new(hub.cli_pools.clone()),
+    );
 
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(discovery);
     server.add_service(refresher);
+    server.add_service(cli);
 
     let scheme = if hub.settings.server.tls.is_some() {
         "https"

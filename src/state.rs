@@ -26,6 +26,7 @@ use crate::accesslog::AccessLog;
 use crate::cache::Coalescer;
 use crate::config::{BaseUrl, LocalKind, LocalSettings, ProviderKind, Secret, Settings};
 use crate::metrics::{InferenceStats, Metrics, ProviderCounters};
+use crate::providers::cli::CliPool;
 use crate::providers::http::{
     build_upstream, up_disabled, Credential, Timeouts, UpstreamSpec, DISABLED_REASONS,
 };
@@ -98,6 +99,8 @@ pub struct Provider {
     pub upstream: Option<Upstream>,
     /// In-process behaviour (mock providers).
     pub mock: Option<MockSpec>,
+    /// The process pool of a CLI provider.
+    pub cli: Option<Arc<CliPool>>,
     /// Counters shared by every snapshot that has this provider.
     pub counters: Arc<ProviderCounters>,
     /// Exact model names to list on `/v1/models`.
@@ -227,6 +230,8 @@ pub struct Hub {
     /// Set when the shutdown grace period ends: streams still open end with an error
     /// event.
     pub abandon: tokio::sync::watch::Sender<bool>,
+    /// The process pools of the CLI providers (they outlive snapshots).
+    pub cli_pools: Vec<Arc<CliPool>>,
     last_runtime_error: Mutex<Option<String>>,
 }
 
@@ -319,6 +324,11 @@ impl Hub {
         metrics
             .client_connections_max
             .set(settings.server.max_client_connections as i64);
+        let cli_pools: Vec<Arc<CliPool>> = settings
+            .providers
+            .iter()
+            .filter_map(|p| Some(CliPool::new(&p.name, p.cli.clone()?, &metrics)))
+            .collect();
         let replica_id = settings
             .redis
             .as_ref()
@@ -347,6 +357,7 @@ impl Hub {
             replica_id,
             connections,
             abandon: tokio::sync::watch::channel(false).0,
+            cli_pools,
             last_runtime_error: Mutex::new(None),
         });
         for (host, port) in hub.hosts() {
@@ -712,6 +723,7 @@ impl Hub {
                 kind: l.kind.as_str(),
                 class: Class::Local,
                 mock: None,
+                cli: None,
                 counters: self.counters_for("local"),
                 name_header: HeaderValue::from_static("local"),
                 listed_models: listed,
@@ -731,10 +743,10 @@ impl Hub {
                 .collect();
             metric_models.extend(listed.iter().cloned());
             let (class, upstream, mock) = match (&p.kind, &p.base_url) {
-                (ProviderKind::Mock, _) => (
+                (ProviderKind::Mock | ProviderKind::Cli, _) => (
                     Class::InProcess,
                     None,
-                    Some(MockSpec {
+                    (p.kind == ProviderKind::Mock).then(|| MockSpec {
                         reply: p.mock_reply.clone(),
                         itl: p.mock_itl,
                     }),
@@ -780,6 +792,7 @@ impl Hub {
                 class,
                 upstream,
                 mock,
+                cli: self.cli_pools.iter().find(|c| c.name() == p.name).cloned(),
                 counters: self.counters_for(&p.name),
                 name_header: HeaderValue::from_str(&p.name)
                     .map_err(|_| format!("bad provider name {}", p.name))?,

@@ -206,6 +206,7 @@ pub const PRESETS: &[Preset] = &[
         ..openai_like(ProviderKind::Sglang)
     },
     openai_like(ProviderKind::OpenaiCompatible),
+    openai_like(ProviderKind::Cli),
     openai_like(ProviderKind::Mock),
 ];
 
@@ -214,7 +215,7 @@ pub fn preset(kind: ProviderKind) -> &'static Preset {
     PRESETS
         .iter()
         .find(|p| p.kind == kind)
-        .unwrap_or(&PRESETS[PRESETS.len() - 2])
+        .unwrap_or(&PRESETS[PRESETS.len() - 3])
 }
 
 #[cfg(test)]

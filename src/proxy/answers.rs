@@ -20,8 +20,10 @@ use super::ctx::{CacheStatus, Ctx};
 use super::translate::stream_error_event;
 use super::{Gateway, X_REQUEST_ID};
 use crate::cache::{Follower, Kind};
+use crate::providers::cli::CliPool;
 use crate::providers::mock::{self, MockRequest};
 use crate::state::{MockSpec, Snapshot};
+use std::sync::Arc;
 
 static X_PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -50,6 +52,8 @@ pub(super) enum Answer {
     Mock(u16, MockSpec),
     /// `count_tokens` where no candidate counts itself: an estimate, marked so.
     Estimate(u64),
+    /// A CLI provider's process pool (candidate `index`).
+    Cli(u16, Arc<CliPool>),
 }
 
 /// Resolves once the shutdown grace period is over (streams still open are then ended
@@ -172,6 +176,10 @@ impl Gateway {
             }
             Answer::Mock(first, spec) => {
                 Box::pin(self.answer_in_process(session, ctx, first, spec)).await?;
+                Ok(true)
+            }
+            Answer::Cli(first, pool) => {
+                Box::pin(self.answer_cli(session, ctx, first, pool)).await?;
                 Ok(true)
             }
             Answer::Estimate(n) => {

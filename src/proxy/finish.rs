@@ -12,6 +12,7 @@ use switchyard_filters::endpoint::Endpoint;
 use switchyard_filters::route::Class;
 
 use super::ctx::Ctx;
+use super::translate::Relay;
 use super::{tap, Gateway};
 use crate::accesslog::AccessLine;
 use crate::cache::{self, Kind};
@@ -252,6 +253,10 @@ impl Gateway {
                 .as_ref()
                 .map(|t| t.name.as_str())
                 .filter(|_| self.hub.tenancy.auth_enabled()),
+            translated: match &ctx.req.relay {
+                Relay::Pass => None,
+                r => Some(r.label()),
+            },
         };
         if !self.hub.access_log.write(&line) {
             self.hub.metrics.log_dropped.inc();

@@ -27,6 +27,7 @@
 
 mod answers;
 mod body;
+mod cli;
 mod ctx;
 mod failure;
 mod finish;

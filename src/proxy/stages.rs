@@ -113,6 +113,9 @@ impl Gateway {
         if endpoint == Endpoint::CountTokens && !counts_tokens(first_provider) {
             return Some(Answer::Estimate(estimate_input_tokens(&ctx.req.body)));
         }
+        if let Some(pool) = &first_provider.cli {
+            return Some(Answer::Cli(first, pool.clone()));
+        }
         first_provider
             .mock
             .clone()
