@@ -434,12 +434,12 @@ impl Cli {
                 Input::Eof => self.eof = true,
                 Input::Line(l) => {
                     let Some(v) = Self::parse(&l) else { continue };
-                    match v.get("type").and_then(Value::as_str) {
-                        Some("control_request") if self.control(&v) => {
-                            return Flow::Interrupted;
-                        }
-                        Some("user") => self.deferred.push_back(v),
-                        _ => {}
+                    let kind = v.get("type").and_then(Value::as_str);
+                    if kind == Some("control_request") && self.control(&v) {
+                        return Flow::Interrupted;
+                    }
+                    if kind == Some("user") {
+                        self.deferred.push_back(v);
                     }
                 }
             }

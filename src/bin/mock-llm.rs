@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use futures_util::stream;
+use futures_util::stream::{self, StreamExt};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::HeaderValue;
@@ -226,11 +226,9 @@ fn timing(parts: &http::request::Parts, args: &Args) -> (Duration, Duration) {
     (Duration::from_millis(ttft), Duration::from_millis(itl))
 }
 
-/// What a non-streamed answer waits for: the time its `events` token events would take.
+/// What a non-streamed answer waits for: the time its `events` token events would take
+/// (at least the time to first token).
 async fn wait_for_tokens(ttft: Duration, itl: Duration, events: usize) {
-    if events == 0 {
-        return;
-    }
     let wait = ttft + itl * (events.saturating_sub(1) as u32);
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
@@ -632,7 +630,7 @@ impl Mock {
         let rid = format!("req_mock{seq:012}");
         if count_tokens {
             return with_request_id(
-                maybe_truncated(anth::count_tokens(prompt), drop_after),
+                truncated(anth::count_tokens(prompt), drop_after, true),
                 &rid,
             );
         }
@@ -643,7 +641,7 @@ impl Mock {
         if !stream {
             wait_for_tokens(ttft, itl, answer.deltas()).await;
             let doc = serde_json::to_vec(&answer.message()).unwrap_or_default();
-            return with_request_id(maybe_truncated(doc, drop_after), &rid);
+            return with_request_id(truncated(doc, drop_after, true), &rid);
         }
         let full_usage = header_str(&parts, "x-mock-delta-usage") == Some("full");
         let state = AnthropicStream {
@@ -706,14 +704,26 @@ fn with_request_id(mut r: Response<Body>, rid: &str) -> Response<Body> {
 
 /// A JSON response, cut in half with the connection dropped when asked.
 fn maybe_truncated(doc: Vec<u8>, drop_after: Option<u64>) -> Response<Body> {
+    truncated(doc, drop_after, false)
+}
+
+/// As [`maybe_truncated`]; with `flush`, the half body is given time to reach the client
+/// before the drop (hyper discards unflushed bytes, the response head included, when a
+/// body fails at once).
+fn truncated(doc: Vec<u8>, drop_after: Option<u64>, flush: bool) -> Response<Body> {
     if drop_after.is_none() {
         return json_response(200, doc);
     }
     let len = doc.len();
     let half = Bytes::from(doc).slice(..len / 2);
-    let frames: Vec<Result<Frame<Bytes>, std::io::Error>> =
-        vec![Ok(Frame::data(half)), Err(injected_drop())];
-    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream::iter(frames))));
+    let drop = stream::once(async move {
+        if flush {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(injected_drop())
+    });
+    let frames = stream::iter([Ok(Frame::data(half))]).chain(drop);
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(frames)));
     r.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/json"));
     r.headers_mut()
@@ -741,6 +751,11 @@ impl AnthropicStream {
         }
         if self.sent == self.drop_after {
             self.done = true;
+            // hyper discards what it has not flushed when a body fails; a pause lets the
+            // frames before the drop reach the client, even without token delays.
+            if self.sent > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             return Some(Err(injected_drop()));
         }
         let event = self.events.next()?;
