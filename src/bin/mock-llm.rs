@@ -268,11 +268,8 @@ impl Mock {
     /// An Anthropic error response, with the `request-id` header every API answer has.
     fn anthropic_error(&self, status: u16, error_type: &str, message: &str) -> Response<Body> {
         let rid = format!("req_mock{:012}", self.next_seq());
-        let mut r = json_response(status, anth::error_body(error_type, message, &rid));
-        if let Ok(v) = HeaderValue::from_str(&rid) {
-            r.headers_mut().insert("request-id", v);
-        }
-        r
+        let r = json_response(status, anth::error_body(error_type, message, &rid));
+        with_request_id(r, &rid)
     }
 
     /// A 404 in the shape of the dialect the server speaks.
