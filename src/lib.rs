@@ -8,6 +8,7 @@
 //! - [`background`]: model discovery and DNS refresh
 //! - [`metrics`], [`accesslog`]: observability
 //! - [`mockgen`]: OpenAI wire-format documents for mocks
+//! - [`mockgen_anthropic`]: Anthropic Messages wire-format documents for mocks
 //! - [`server`]: assembly and shutdown policy
 //! - [`store`]: shared state (in-memory or Redis): limits, quotas, cache, keys, runtime config
 //! - [`tenancy`]: API keys, rate limits, quotas, outage policy
@@ -22,6 +23,7 @@ pub mod cache;
 pub mod config;
 pub mod metrics;
 pub mod mockgen;
+pub mod mockgen_anthropic;
 pub mod providers;
 pub mod proxy;
 pub mod server;

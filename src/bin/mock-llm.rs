@@ -1,9 +1,12 @@
-//! `mock-llm`: a fake OpenAI-compatible inference server in the shape of vLLM, for
-//! tests, benchmarks and load tests.
+//! `mock-llm`: a fake inference server for tests, benchmarks and load tests. It speaks
+//! OpenAI's API in the shape of vLLM and Anthropic's Messages API.
 //!
 //! Endpoints: `GET /v1/models`, `GET /api/tags` (Ollama's list), `POST /v1/chat/completions`,
 //! `POST /v1/completions`, `POST /v1/embeddings` (SSE with `[DONE]`, `usage`,
-//! `stream_options.include_usage`), `GET /health`, `GET /stats`, `DELETE /stats`.
+//! `stream_options.include_usage`), `POST /v1/messages` and
+//! `POST /v1/messages/count_tokens` (Anthropic's wire format: `event:`-named SSE frames,
+//! error bodies of type `overloaded_error` and the rest), `GET /health`, `GET /stats`,
+//! `DELETE /stats`. `--dialect` makes it an OpenAI-only or an Anthropic-only upstream.
 #![allow(clippy::print_stdout)]
 
 use std::collections::BTreeMap;
@@ -14,10 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use clap::Parser;
-use futures_util::stream;
+use clap::{Parser, ValueEnum};
+use futures_util::stream::{self, StreamExt};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
+use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -26,24 +30,68 @@ use parking_lot::Mutex;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use switchyard::mockgen::{self, StreamBuilder, StreamKind};
+use switchyard::mockgen_anthropic::{self as anth, Answer, MessageEvents};
 use tokio::net::TcpListener;
 
-/// Fault injection, per request, through request headers (the gateway forwards them):
-///
-///   x-mock-status: CODE      answer with this status and an OpenAI error body
-///   x-mock-retry-after: V    with x-mock-status: send `Retry-After: V`
-///   x-mock-delay-ms: N       wait N ms before sending the response header
-///   x-mock-drop-after: N     drop the connection after N body chunks (streams) or
-///                            after half the body (non-streamed)
-///   x-mock-tokens: N         generate N tokens
-///   x-mock-ttft-ms: N        time to the first token
-///   x-mock-itl-ms: N         time between tokens
+const AFTER_HELP: &str = "\
+FAULT INJECTION (request headers, forwarded by the gateway; both dialects):
+  x-mock-status: CODE        answer with this status and an error body: OpenAI's shape, or on
+                             /v1/messages Anthropic's with the type of the status (400
+                             invalid_request_error, 401 authentication_error, 403 permission_error,
+                             404 not_found_error, 429 rate_limit_error, 500 api_error, 529
+                             overloaded_error)
+  x-mock-retry-after: V      with x-mock-status: send Retry-After: V
+  x-mock-delay-ms: N         wait N ms before the response header
+  x-mock-drop-after: N       drop the connection after N body chunks (streams: SSE events; non-streamed:
+                             after half the body)
+  x-mock-error-after: N      Anthropic stream: after N content_block_deltas send `event: error`
+                             (overloaded_error) and end the stream
+  x-mock-tokens: N           generate N text tokens (Anthropic: at most max_tokens, then
+                             stop_reason max_tokens)
+  x-mock-ttft-ms: N          time to first token
+  x-mock-itl-ms: N           time between tokens
+
+ANSWER SHAPE (request headers):
+  x-mock-tool-calls: N       when the request has `tools`: the text, then N calls of the offered tools
+                             in turn with small arguments fitting their schema, streamed in fragments
+                             cut mid-JSON (OpenAI chat: parallel tool_calls, finish_reason tool_calls;
+                             Anthropic: tool_use blocks, stop_reason tool_use)
+  x-mock-reasoning: N        OpenAI chat: N reasoning_content chunks before the content
+  x-mock-interleave: 1       OpenAI chat stream: interleave the argument fragments of the first two
+                             tool calls
+  x-mock-thinking: N         Anthropic: a thinking block of N thinking_deltas and a signature_delta first
+  x-mock-stop-reason: R      Anthropic: send this stop_reason (refusal, pause_turn,
+                             model_context_window_exceeded, or any string)
+  x-mock-cache-read: N       Anthropic usage: cache_read_input_tokens
+  x-mock-cache-creation: N   Anthropic usage: cache_creation_input_tokens
+  x-mock-delta-usage: full   Anthropic stream: message_delta repeats the input-side usage beside
+                             output_tokens
+
+GET /stats returns {\"requests\", \"received_bytes\", \"bodies\":[{\"len\",\"sha256\"}], \"last_headers\", \"last_uri\"}
+(every POST to an inference route counts, including one answered 401 or 404 by --require-api-key or
+--dialect; last_headers holds anthropic-version and anthropic-beta as sent); DELETE /stats resets it.";
+
+/// Which API the server speaks: both, or one alone (the other's routes answer 404, as
+/// an OpenAI-only or an Anthropic-only upstream does).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    /// OpenAI routes only; `/v1/messages` answers 404.
+    Openai,
+    /// Anthropic routes only; OpenAI routes answer 404 and `/v1/models` has Anthropic's
+    /// list shape.
+    Anthropic,
+    /// Both.
+    Both,
+}
+
+/// Fault injection and the answer's shape are chosen per request through request
+/// headers (the gateway forwards them); `--help` lists them.
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "mock-llm",
     version,
-    about = "A fake OpenAI-compatible (vLLM-flavoured) inference server for tests and benchmarks.",
-    after_help = "FAULT INJECTION (request headers, forwarded by the gateway):\n  x-mock-status: CODE     answer with this status and an OpenAI error body\n  x-mock-retry-after: V   with x-mock-status: send Retry-After: V\n  x-mock-delay-ms: N      wait N ms before the response header\n  x-mock-drop-after: N    drop the connection after N body chunks (non-streamed: after half the body)\n  x-mock-tokens: N        generate N tokens\n  x-mock-ttft-ms: N       time to first token\n  x-mock-itl-ms: N        time between tokens\n\nGET /stats returns {\"requests\", \"received_bytes\", \"bodies\":[{\"len\",\"sha256\"}], \"last_headers\", \"last_uri\"}; DELETE /stats resets it."
+    about = "A fake inference server speaking OpenAI's API (vLLM-flavoured) and Anthropic's Messages API, for tests and benchmarks.",
+    after_help = AFTER_HELP
 )]
 struct Args {
     /// Address to listen on (port 0 picks one; the address is printed on stdout).
@@ -79,6 +127,25 @@ struct Args {
     /// Request bodies remembered by /stats.
     #[arg(long, default_value_t = 1000)]
     keep_bodies: usize,
+    /// Which API to speak.
+    #[arg(long, value_enum, default_value_t = Dialect::Both)]
+    dialect: Dialect,
+    /// Require this key: `x-api-key: KEY` on /v1/messages (else 401
+    /// `authentication_error`), `Authorization: Bearer KEY` on the OpenAI routes (else 401
+    /// `invalid_api_key`).
+    #[arg(long, value_name = "KEY")]
+    require_api_key: Option<String>,
+}
+
+/// Which inference route a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// An OpenAI route; `None` is embeddings.
+    OpenAi(Option<StreamKind>),
+    /// Anthropic `/v1/messages`.
+    Messages,
+    /// Anthropic `/v1/messages/count_tokens`.
+    CountTokens,
 }
 
 #[derive(Default)]
@@ -107,10 +174,16 @@ fn full(b: impl Into<Bytes>) -> Body {
 fn json_response(status: u16, body: Vec<u8>) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(
-        "content-type",
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+fn sse_response(body: Body, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert("content-type", HeaderValue::from_static(content_type));
+    h.insert("cache-control", HeaderValue::from_static("no-cache"));
     r
 }
 
@@ -118,11 +191,48 @@ fn header_u64(req: &http::request::Parts, name: &str) -> Option<u64> {
     req.headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
+fn header_str<'a>(req: &'a http::request::Parts, name: &str) -> Option<&'a str> {
+    Some(req.headers.get(name)?.to_str().ok()?.trim())
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+fn injected_drop() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "mock-llm: injected drop",
+    )
+}
+
+fn openai_not_found() -> Response<Body> {
+    let e = switchyard_filters::error::error_json(
+        "not found",
+        "invalid_request_error",
+        None,
+        Some("not_found"),
+    );
+    json_response(404, e)
+}
+
+/// Time to first token and between tokens for this request.
+fn timing(parts: &http::request::Parts, args: &Args) -> (Duration, Duration) {
+    let ttft = header_u64(parts, "x-mock-ttft-ms").unwrap_or(args.ttft_ms);
+    let itl = header_u64(parts, "x-mock-itl-ms").unwrap_or(args.itl_ms);
+    (Duration::from_millis(ttft), Duration::from_millis(itl))
+}
+
+/// What a non-streamed answer waits for: the time its `events` token events would take
+/// (at least the time to first token).
+async fn wait_for_tokens(ttft: Duration, itl: Duration, events: usize) {
+    let wait = ttft + itl * (events.saturating_sub(1) as u32);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
 }
 
 impl Mock {
@@ -134,12 +244,76 @@ impl Mock {
         }
     }
 
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The `Retry-After` to send with an injected failure, if any.
+    fn retry_after(&self, parts: &http::request::Parts) -> Option<HeaderValue> {
+        parts
+            .headers
+            .get("x-mock-retry-after")
+            .cloned()
+            .or_else(|| self.args.retry_after.map(HeaderValue::from))
+    }
+
+    /// The injected failure status of this request, if any.
+    fn fault_status(&self, parts: &http::request::Parts) -> Option<u16> {
+        header_u64(parts, "x-mock-status")
+            .map(|s| s as u16)
+            .or(self.args.fail_status)
+            .filter(|c| *c != 200)
+    }
+
+    /// An Anthropic error response, with the `request-id` header every API answer has.
+    fn anthropic_error(&self, status: u16, error_type: &str, message: &str) -> Response<Body> {
+        let rid = format!("req_mock{:012}", self.next_seq());
+        let r = json_response(status, anth::error_body(error_type, message, &rid));
+        with_request_id(r, &rid)
+    }
+
+    /// A 404 in the shape of the dialect the server speaks.
+    fn not_found(&self) -> Response<Body> {
+        if self.args.dialect == Dialect::Anthropic {
+            self.anthropic_error(404, "not_found_error", "Not Found")
+        } else {
+            openai_not_found()
+        }
+    }
+
+    fn record(&self, parts: &http::request::Parts, body: &Bytes) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.received
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        let mut s = self.stats.lock();
+        if s.bodies.len() >= self.args.keep_bodies {
+            s.bodies.remove(0);
+        }
+        s.bodies
+            .push((body.len(), hex::encode(Sha256::digest(body))));
+        s.last_uri = parts.uri.to_string();
+        s.last_headers = parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+    }
+
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
+        let anthropic_only = self.args.dialect == Dialect::Anthropic;
         match (&parts.method, path.as_str()) {
             (&Method::GET, "/health") => {
                 return Ok(json_response(200, b"{\"status\":\"ok\"}".to_vec()))
+            }
+            (&Method::GET, "/v1/models") if anthropic_only => {
+                return Ok(json_response(200, anth::model_list(&self.models())));
             }
             (&Method::GET, "/v1/models") => {
                 let models = self.models();
@@ -147,6 +321,7 @@ impl Mock {
                     mockgen::model_list(models.iter().map(|m| (m.as_str(), "vllm")), now_secs());
                 return Ok(json_response(200, list));
             }
+            (&Method::GET, "/api/tags") if anthropic_only => return Ok(self.not_found()),
             (&Method::GET, "/api/tags") => {
                 let models: Vec<_> = self
                     .models()
@@ -185,54 +360,53 @@ impl Mock {
             }
             _ => {}
         }
-        let kind = match (&parts.method, path.as_str()) {
-            (&Method::POST, "/v1/chat/completions") => Some(StreamKind::Chat),
-            (&Method::POST, "/v1/completions") => Some(StreamKind::Text),
-            (&Method::POST, "/v1/embeddings") => None,
-            _ => {
-                let e = switchyard_filters::error::error_json(
-                    "not found",
-                    "invalid_request_error",
-                    None,
-                    Some("not_found"),
-                );
-                return Ok(json_response(404, e));
-            }
+        let route = match (&parts.method, path.as_str()) {
+            (&Method::POST, "/v1/chat/completions") => Route::OpenAi(Some(StreamKind::Chat)),
+            (&Method::POST, "/v1/completions") => Route::OpenAi(Some(StreamKind::Text)),
+            (&Method::POST, "/v1/embeddings") => Route::OpenAi(None),
+            (&Method::POST, "/v1/messages") => Route::Messages,
+            (&Method::POST, "/v1/messages/count_tokens") => Route::CountTokens,
+            _ => return Ok(self.not_found()),
         };
         let body = match body.collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => return Ok(json_response(400, b"{}".to_vec())),
         };
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.received
-            .fetch_add(body.len() as u64, Ordering::Relaxed);
-        {
-            let mut s = self.stats.lock();
-            if s.bodies.len() >= self.args.keep_bodies {
-                s.bodies.remove(0);
+        self.record(&parts, &body);
+        Ok(match route {
+            Route::OpenAi(_) if anthropic_only => self.not_found(),
+            Route::Messages | Route::CountTokens if self.args.dialect == Dialect::Openai => {
+                openai_not_found()
             }
-            s.bodies
-                .push((body.len(), hex::encode(Sha256::digest(&body))));
-            s.last_uri = parts.uri.to_string();
-            s.last_headers = parts
-                .headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-        }
+            Route::OpenAi(kind) => self.openai(parts, body, kind).await,
+            Route::Messages => self.messages(parts, body, false).await,
+            Route::CountTokens => self.messages(parts, body, true).await,
+        })
+    }
 
+    /// The OpenAI routes; `kind` is `None` for embeddings.
+    async fn openai(
+        &self,
+        parts: http::request::Parts,
+        body: Bytes,
+        kind: Option<StreamKind>,
+    ) -> Response<Body> {
+        if let Some(key) = &self.args.require_api_key {
+            let sent = header_str(&parts, "authorization").and_then(|a| a.strip_prefix("Bearer "));
+            if sent != Some(key.as_str()) {
+                let e = switchyard_filters::error::error_json(
+                    "Incorrect API key provided",
+                    "invalid_request_error",
+                    None,
+                    Some("invalid_api_key"),
+                );
+                return json_response(401, e);
+            }
+        }
         if let Some(ms) = header_u64(&parts, "x-mock-delay-ms") {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        let status = header_u64(&parts, "x-mock-status")
-            .map(|s| s as u16)
-            .or(self.args.fail_status);
-        if let Some(code) = status.filter(|c| *c != 200) {
+        if let Some(code) = self.fault_status(&parts) {
             let e = switchyard_filters::error::error_json(
                 &format!("mock-llm injected status {code}"),
                 "server_error",
@@ -240,15 +414,10 @@ impl Mock {
                 Some("mock_fault"),
             );
             let mut r = json_response(code, e);
-            let retry_after = parts
-                .headers
-                .get("x-mock-retry-after")
-                .cloned()
-                .or_else(|| self.args.retry_after.map(hyper::header::HeaderValue::from));
-            if let Some(v) = retry_after {
+            if let Some(v) = self.retry_after(&parts) {
                 r.headers_mut().insert("retry-after", v);
             }
-            return Ok(r);
+            return r;
         }
 
         let v: serde_json::Value = match serde_json::from_slice(&body) {
@@ -260,7 +429,7 @@ impl Mock {
                     None,
                     None,
                 );
-                return Ok(json_response(400, e));
+                return json_response(400, e);
             }
         };
         let model = v
@@ -275,7 +444,7 @@ impl Mock {
                 Some("model"),
                 Some("model_not_found"),
             );
-            return Ok(json_response(404, e));
+            return json_response(404, e);
         }
         let prompt = mockgen::estimate_prompt_tokens(body.len());
         let drop_after = header_u64(&parts, "x-mock-drop-after").or(self.args.drop_after);
@@ -285,15 +454,12 @@ impl Mock {
                 .iter()
                 .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(*b)));
             let doc = mockgen::embeddings(&model, n, self.args.embedding_dim, seed, prompt);
-            return Ok(self.maybe_truncated(doc, drop_after));
+            return maybe_truncated(doc, drop_after);
         };
 
         let n = header_u64(&parts, "x-mock-tokens").map_or(self.args.tokens, |n| n as usize);
-        let ttft = Duration::from_millis(
-            header_u64(&parts, "x-mock-ttft-ms").unwrap_or(self.args.ttft_ms),
-        );
-        let itl =
-            Duration::from_millis(header_u64(&parts, "x-mock-itl-ms").unwrap_or(self.args.itl_ms));
+        let (ttft, itl) = timing(&parts, &self.args);
+        let seq = self.next_seq();
         let id = format!(
             "{}-{}",
             if kind == StreamKind::Chat {
@@ -301,17 +467,69 @@ impl Mock {
             } else {
                 "cmpl"
             },
-            self.seq.fetch_add(1, Ordering::Relaxed)
+            seq
         );
+        // Reasoning and tool calls are chat-only extras, off unless a header asks.
+        let chat = kind == StreamKind::Chat;
+        let reasoning = if chat {
+            header_u64(&parts, "x-mock-reasoning").unwrap_or(0) as usize
+        } else {
+            0
+        };
+        let calls: Vec<(String, String, String)> = if chat {
+            let wanted = header_u64(&parts, "x-mock-tool-calls").unwrap_or(0) as usize;
+            mockgen::mock_tool_calls(&mockgen::offered_tools(&v), wanted)
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| (format!("call_mock{seq}x{i}"), c.name, c.arguments))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let interleave = header_u64(&parts, "x-mock-interleave") == Some(1);
+        let finish_reason = if calls.is_empty() {
+            "stop"
+        } else {
+            "tool_calls"
+        };
         let created = now_secs();
         let stream = v.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
+        let include_usage = v
+            .pointer("/stream_options/include_usage")
+            .and_then(|u| u.as_bool())
+            .unwrap_or(false);
+        let builder = StreamBuilder {
+            id: &id,
+            model: &model,
+            created,
+            kind,
+            include_usage,
+        };
+        let tools = builder.tool_call_chunks(&calls, interleave);
+        let completion = (n + reasoning + tools.len().saturating_sub(calls.len())) as u64;
         if !stream {
-            let wait = ttft + itl * (n.saturating_sub(1) as u32);
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
+            wait_for_tokens(ttft, itl, n + reasoning + tools.len()).await;
             let text = mockgen::canned_tokens(n).concat();
             let doc = match kind {
+                StreamKind::Chat if reasoning > 0 || !calls.is_empty() => {
+                    let thought: String = (0..reasoning)
+                        .map(|i| mockgen::canned_thought(i, reasoning))
+                        .collect();
+                    let message = mockgen::ChatMessage {
+                        content: (n > 0 || calls.is_empty()).then_some(text.as_str()),
+                        reasoning: (reasoning > 0).then_some(thought.as_str()),
+                        tool_calls: calls,
+                    };
+                    mockgen::chat_completion_with(
+                        &id,
+                        &model,
+                        created,
+                        &message,
+                        finish_reason,
+                        prompt,
+                        completion,
+                    )
+                }
                 StreamKind::Chat => {
                     mockgen::chat_completion(&id, &model, created, &text, prompt, n as u64)
                 }
@@ -319,129 +537,244 @@ impl Mock {
                     mockgen::text_completion(&id, &model, created, &text, prompt, n as u64)
                 }
             };
-            return Ok(self.maybe_truncated(doc, drop_after));
+            return maybe_truncated(doc, drop_after);
         }
 
-        let include_usage = v
-            .pointer("/stream_options/include_usage")
-            .and_then(|u| u.as_bool())
-            .unwrap_or(false);
         // Events are made one at a time as the stream is polled, so long streams
         // (thousands of tokens) cost nothing up front.
-        let gen = EventGen {
+        let gen = mockgen::ChatStream {
             id,
             model,
             created,
             kind,
             include_usage,
             tokens: n,
+            reasoning,
+            tools,
+            finish_reason,
             prompt,
-            ttft,
-            itl,
+            completion,
         };
         let limit = drop_after.map_or(usize::MAX, |d| d as usize);
         let s = stream::unfold((gen, 0usize), move |(gen, sent)| async move {
             if sent >= limit {
                 if sent == limit {
-                    let err = std::io::Error::new(
-                        std::io::ErrorKind::ConnectionAborted,
-                        "mock-llm: injected drop",
-                    );
-                    return Some((Err(err), (gen, usize::MAX)));
+                    return Some((Err(injected_drop()), (gen, usize::MAX)));
                 }
                 return None;
             }
-            let (delay, chunk) = gen.event(sent)?;
+            let chunk = gen.event(sent)?;
+            let delay = match chunk.token {
+                Some(0) => ttft,
+                Some(_) => itl,
+                None => Duration::ZERO,
+            };
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            Some((Ok(Frame::data(chunk)), (gen, sent + 1)))
+            Some((Ok(Frame::data(Bytes::from(chunk.bytes))), (gen, sent + 1)))
         });
-        let mut r = Response::new(BodyExt::boxed(StreamBody::new(s)));
-        let h = r.headers_mut();
-        h.insert(
-            "content-type",
-            hyper::header::HeaderValue::from_static("text/event-stream"),
-        );
-        h.insert(
-            "cache-control",
-            hyper::header::HeaderValue::from_static("no-cache"),
-        );
-        Ok(r)
+        sse_response(BodyExt::boxed(StreamBody::new(s)), "text/event-stream")
     }
 
-    /// A JSON response, cut in half with the connection dropped when asked.
-    fn maybe_truncated(&self, doc: Vec<u8>, drop_after: Option<u64>) -> Response<Body> {
-        if drop_after.is_none() {
-            return json_response(200, doc);
+    /// Anthropic `/v1/messages` (and `count_tokens`).
+    async fn messages(
+        &self,
+        parts: http::request::Parts,
+        body: Bytes,
+        count_tokens: bool,
+    ) -> Response<Body> {
+        if let Some(key) = &self.args.require_api_key {
+            if header_str(&parts, "x-api-key") != Some(key.as_str()) {
+                return self.anthropic_error(401, "authentication_error", "invalid x-api-key");
+            }
         }
-        let len = doc.len();
-        let half = Bytes::from(doc).slice(..len / 2);
-        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
-            Ok(Frame::data(half)),
-            Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "mock-llm: injected drop",
-            )),
-        ];
-        let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream::iter(frames))));
-        r.headers_mut().insert(
-            "content-type",
-            hyper::header::HeaderValue::from_static("application/json"),
+        if let Some(ms) = header_u64(&parts, "x-mock-delay-ms") {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if let Some(code) = self.fault_status(&parts) {
+            let msg = match code {
+                529 => "Overloaded".to_string(),
+                _ => format!("mock-llm injected status {code}"),
+            };
+            let mut r = self.anthropic_error(code, anth::error_type(code), &msg);
+            if let Some(v) = self.retry_after(&parts) {
+                r.headers_mut().insert("retry-after", v);
+            }
+            return r;
+        }
+        let v: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                let msg = format!("There was an error parsing the body of your request: {e}");
+                return self.anthropic_error(400, "invalid_request_error", &msg);
+            }
+        };
+        if let Err(msg) = anth::validate_request(&v, count_tokens) {
+            return self.anthropic_error(400, "invalid_request_error", &msg);
+        }
+        let model = v
+            .get("model")
+            .and_then(|m| m.as_str())
+            .unwrap_or("")
+            .to_string();
+        if !self.models().contains(&model) {
+            return self.anthropic_error(404, "not_found_error", &format!("model: {model}"));
+        }
+        let prompt = mockgen::estimate_prompt_tokens(body.len());
+        let drop_after = header_u64(&parts, "x-mock-drop-after").or(self.args.drop_after);
+        let seq = self.next_seq();
+        let rid = format!("req_mock{seq:012}");
+        if count_tokens {
+            return with_request_id(
+                truncated(anth::count_tokens(prompt), drop_after, true),
+                &rid,
+            );
+        }
+
+        let answer = self.plan_answer(&parts, &v, model, prompt, seq);
+        let (ttft, itl) = timing(&parts, &self.args);
+        let stream = v.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
+        if !stream {
+            wait_for_tokens(ttft, itl, answer.deltas()).await;
+            let doc = serde_json::to_vec(&answer.message()).unwrap_or_default();
+            return with_request_id(truncated(doc, drop_after, true), &rid);
+        }
+        let full_usage = header_str(&parts, "x-mock-delta-usage") == Some("full");
+        let state = AnthropicStream {
+            events: answer.events(full_usage),
+            sent: 0,
+            deltas: 0,
+            drop_after: drop_after.map_or(usize::MAX, |d| d as usize),
+            error_after: header_u64(&parts, "x-mock-error-after").map(|n| n as usize),
+            ttft,
+            itl,
+            done: false,
+        };
+        let s = stream::unfold(state, |mut st| async move {
+            let frame = st.next_frame().await?;
+            Some((frame, st))
+        });
+        let r = sse_response(
+            BodyExt::boxed(StreamBody::new(s)),
+            "text/event-stream; charset=utf-8",
         );
-        r.headers_mut()
-            .insert("content-length", hyper::header::HeaderValue::from(len));
-        r
+        with_request_id(r, &rid)
+    }
+
+    /// The content of an Anthropic answer, from the request and the mock headers.
+    fn plan_answer(
+        &self,
+        parts: &http::request::Parts,
+        request: &serde_json::Value,
+        model: String,
+        prompt: u64,
+        seq: u64,
+    ) -> Answer {
+        let wanted = header_u64(parts, "x-mock-tool-calls").unwrap_or(0) as usize;
+        let plan = anth::Plan {
+            tokens: header_u64(parts, "x-mock-tokens").map_or(self.args.tokens, |n| n as usize),
+            max_tokens: request
+                .get("max_tokens")
+                .and_then(|m| m.as_u64())
+                .unwrap_or(u64::MAX),
+            thinking: header_u64(parts, "x-mock-thinking").unwrap_or(0) as usize,
+            tool_calls: mockgen::mock_tool_calls(&mockgen::offered_tools(request), wanted),
+            stop_reason: header_str(parts, "x-mock-stop-reason").map(str::to_string),
+            usage: anth::Usage {
+                input: prompt,
+                output: 0,
+                cache_creation: header_u64(parts, "x-mock-cache-creation").unwrap_or(0),
+                cache_read: header_u64(parts, "x-mock-cache-read").unwrap_or(0),
+            },
+        };
+        Answer::from_plan(plan, model, seq)
     }
 }
 
-/// The events of one streamed answer, in vLLM's order: role (chat), one per token,
-/// finish, usage (when asked), `[DONE]`.
-struct EventGen {
-    id: String,
-    model: String,
-    created: u64,
-    kind: StreamKind,
-    include_usage: bool,
-    tokens: usize,
-    prompt: u64,
+fn with_request_id(mut r: Response<Body>, rid: &str) -> Response<Body> {
+    if let Ok(v) = HeaderValue::from_str(rid) {
+        r.headers_mut().insert("request-id", v);
+    }
+    r
+}
+
+/// A JSON response, cut in half with the connection dropped when asked.
+fn maybe_truncated(doc: Vec<u8>, drop_after: Option<u64>) -> Response<Body> {
+    truncated(doc, drop_after, false)
+}
+
+/// As [`maybe_truncated`]; with `flush`, the half body is given time to reach the client
+/// before the drop (hyper discards unflushed bytes, the response head included, when a
+/// body fails at once).
+fn truncated(doc: Vec<u8>, drop_after: Option<u64>, flush: bool) -> Response<Body> {
+    if drop_after.is_none() {
+        return json_response(200, doc);
+    }
+    let len = doc.len();
+    let half = Bytes::from(doc).slice(..len / 2);
+    let drop = stream::once(async move {
+        if flush {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(injected_drop())
+    });
+    let frames = stream::iter([Ok(Frame::data(half))]).chain(drop);
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert("content-length", HeaderValue::from(len));
+    r
+}
+
+/// A streamed Anthropic answer with its faults: a dropped connection after
+/// `drop_after` frames, an `error` event in place of delta number `error_after`.
+struct AnthropicStream {
+    events: MessageEvents,
+    sent: usize,
+    deltas: usize,
+    drop_after: usize,
+    error_after: Option<usize>,
     ttft: Duration,
     itl: Duration,
+    done: bool,
 }
 
-impl EventGen {
-    /// Event number `k` and the delay before it; `None` after the last.
-    fn event(&self, k: usize) -> Option<(Duration, Bytes)> {
-        let b = StreamBuilder {
-            id: &self.id,
-            model: &self.model,
-            created: self.created,
-            kind: self.kind,
-            include_usage: self.include_usage,
-        };
-        let role = usize::from(self.kind == StreamKind::Chat);
-        if k < role {
-            return b.role_chunk().map(|r| (Duration::ZERO, Bytes::from(r)));
+impl AnthropicStream {
+    async fn next_frame(&mut self) -> Option<Result<Frame<Bytes>, std::io::Error>> {
+        if self.done {
+            return None;
         }
-        let t = k - role;
-        if t < self.tokens {
-            let word = mockgen::canned_token(t, self.tokens);
-            let delay = if t == 0 { self.ttft } else { self.itl };
-            return Some((delay, Bytes::from(b.token_chunk(&word))));
-        }
-        let mut rest = t - self.tokens;
-        if rest == 0 {
-            return Some((Duration::ZERO, Bytes::from(b.finish_chunk())));
-        }
-        rest -= 1;
-        if self.include_usage {
-            if rest == 0 {
-                let u = b.usage_chunk(self.prompt, self.tokens as u64);
-                return Some((Duration::ZERO, Bytes::from(u)));
+        if self.sent == self.drop_after {
+            self.done = true;
+            // hyper discards what it has not flushed when a body fails; a pause lets the
+            // frames before the drop reach the client, even without token delays.
+            if self.sent > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            rest -= 1;
+            return Some(Err(injected_drop()));
         }
-        (rest == 0).then(|| (Duration::ZERO, Bytes::from_static(mockgen::SSE_DONE)))
+        let event = self.events.next()?;
+        let value = if event.is_delta && self.error_after == Some(self.deltas) {
+            self.done = true;
+            anth::error_event("overloaded_error", "Overloaded")
+        } else {
+            if event.is_delta {
+                let delay = if self.deltas == 0 {
+                    self.ttft
+                } else {
+                    self.itl
+                };
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                self.deltas += 1;
+            }
+            event.value
+        };
+        self.sent += 1;
+        Some(Ok(Frame::data(Bytes::from(anth::frame(&value)))))
     }
 }
 

@@ -558,3 +558,209 @@ impl StoreKind<'_> {
         }
     }
 }
+
+pub const FAKE_CLI: &str = env!("CARGO_BIN_EXE_fake-cli");
+
+/// The events of an Anthropic SSE body (`event: <type>\ndata: <json>\n\n` frames), in
+/// order. Panics when a frame is not of that shape or its `event:` name differs from
+/// its data's `type`.
+pub fn anthropic_events(body: &str) -> Vec<serde_json::Value> {
+    body.split("\n\n")
+        .filter(|f| !f.trim().is_empty())
+        .map(|f| {
+            let mut name = None;
+            let mut data = None;
+            for line in f.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = Some(n.to_string());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = Some(d.to_string());
+                } else {
+                    panic!("unexpected SSE line {line:?} in {f:?}");
+                }
+            }
+            let name = name.unwrap_or_else(|| panic!("frame without event: {f:?}"));
+            let data = data.unwrap_or_else(|| panic!("frame without data: {f:?}"));
+            let v: serde_json::Value =
+                serde_json::from_str(&data).unwrap_or_else(|_| panic!("data not JSON: {data}"));
+            assert_eq!(
+                v["type"],
+                name.as_str(),
+                "event name and type differ in {f:?}"
+            );
+            v
+        })
+        .collect()
+}
+
+/// The JSON chunks of an OpenAI SSE body (`data: …` frames), without the final
+/// `[DONE]`; the second value says whether `[DONE]` ended the body.
+pub fn openai_chunks(body: &str) -> (Vec<serde_json::Value>, bool) {
+    let mut done = false;
+    let mut chunks = Vec::new();
+    for f in body.split("\n\n").filter(|f| !f.trim().is_empty()) {
+        let d = f
+            .strip_prefix("data: ")
+            .unwrap_or_else(|| panic!("not a data frame: {f:?}"));
+        assert!(!done, "a frame after [DONE]: {f:?}");
+        if d == "[DONE]" {
+            done = true;
+        } else {
+            chunks.push(serde_json::from_str(d).unwrap_or_else(|_| panic!("not JSON: {d}")));
+        }
+    }
+    (chunks, done)
+}
+
+/// A running `fake-cli` driven over stdin and stdout (NDJSON), killed on drop.
+pub struct FakeCli {
+    pub child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for FakeCli {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl FakeCli {
+    /// The flags a pool passes for stream-json in and out.
+    pub const STREAM_JSON: [&'static str; 5] = [
+        "--output-format",
+        "stream-json",
+        "--input-format",
+        "stream-json",
+        "--verbose",
+    ];
+
+    /// Starts `fake-cli` with the stream-json flags, then `args`, and `env` (the test
+    /// runner's own `FAKE_CLI_*` variables are removed).
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut all: Vec<&str> = Self::STREAM_JSON.to_vec();
+        all.extend_from_slice(args);
+        Self::start_raw(&all, env)
+    }
+
+    /// Starts `fake-cli` with exactly `args`.
+    pub fn start_raw(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(FAKE_CLI);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("FAKE_CLI_") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn fake-cli");
+        let stdin = child.stdin.take();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let se = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                se.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            child,
+            stdin,
+            lines,
+            stderr,
+        }
+    }
+
+    /// Writes one line to its stdin.
+    pub fn send_raw(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin already closed");
+        std::io::Write::write_all(stdin, format!("{line}\n").as_bytes()).unwrap();
+        std::io::Write::flush(stdin).unwrap();
+    }
+
+    /// Writes a JSON line.
+    pub fn send(&mut self, v: &serde_json::Value) {
+        self.send_raw(&v.to_string());
+    }
+
+    /// Writes a user message, as a pool does.
+    pub fn send_user(&mut self, text: &str) {
+        self.send(&serde_json::json!({"type": "user",
+            "message": {"role": "user", "content": text},
+            "parent_tool_use_id": null, "session_id": ""}));
+    }
+
+    /// Writes a control request.
+    pub fn send_control(&mut self, request_id: &str, subtype: &str) {
+        self.send(
+            &serde_json::json!({"type": "control_request", "request_id": request_id,
+            "request": {"subtype": subtype}}),
+        );
+    }
+
+    /// Closes its stdin (the end of the conversation).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// The next stdout line, or `None` when none comes within `timeout` (or stdout ended).
+    pub fn line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// The next stdout line as JSON; panics on a timeout or a line that is not JSON.
+    pub fn json(&self, timeout: Duration) -> serde_json::Value {
+        let line = self.line(timeout).unwrap_or_else(|| {
+            panic!(
+                "fake-cli printed nothing within {timeout:?}; stderr: {:?}",
+                self.stderr.lock().unwrap()
+            )
+        });
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"))
+    }
+
+    /// The lines up to and including the next `result`, as JSON.
+    pub fn until_result(&self, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self.json(left);
+            let done = v["type"] == "result";
+            out.push(v);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
