@@ -264,6 +264,8 @@ pub(super) fn on_header(resp: &mut ResponseHeader, ctx: &mut Ctx) {
                     _ => openai_error_to_anthropic(status, b"").0,
                 };
                 let _ = resp.set_status(mapped);
+                // The upstream's phrase belonged to its status (and 529 has none).
+                let _ = resp.set_reason_phrase(None);
                 ctx.outcome.status = mapped;
             }
             let _ = resp.insert_header(header::CONTENT_TYPE, "application/json");
