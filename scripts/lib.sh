@@ -25,3 +25,15 @@ ensure_build_tools() {
   ensure_cmds cmake:cmake cc:gcc
   command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 }
+
+# ensure_python_packages MODULE:PACKAGE... installs the PyPI package of each module
+# python3 cannot import (the SDK clients of the test suite).
+ensure_python_packages() {
+  local missing=()
+  for pair in "$@"; do
+    python3 -c "import ${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing from PyPI: ${missing[*]}" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "${missing[@]}" </dev/null >&2
+}

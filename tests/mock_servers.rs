@@ -55,53 +55,6 @@ fn types(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// Checks the block invariant of an Anthropic stream: one `message_start` first and one
-/// `message_stop` last; blocks start at indices 0, 1, 2… in order; every delta and stop
-/// is for the open block, with a delta type that fits its kind. Returns the blocks as
-/// (kind, the concatenated delta payloads).
-fn check_blocks(events: &[Value]) -> Vec<(String, String)> {
-    assert_eq!(events[0]["type"], "message_start");
-    assert_eq!(events.last().unwrap()["type"], "message_stop");
-    let starts = events.iter().filter(|e| e["type"] == "message_start");
-    assert_eq!(starts.count(), 1);
-    let mut blocks: Vec<(String, String)> = Vec::new();
-    let mut open: Option<usize> = None;
-    for e in events {
-        match e["type"].as_str().unwrap() {
-            "content_block_start" => {
-                assert!(open.is_none(), "a block started while another is open");
-                let i = e["index"].as_u64().unwrap() as usize;
-                assert_eq!(i, blocks.len(), "block indices are 0, 1, 2…");
-                let kind = e["content_block"]["type"].as_str().unwrap().to_string();
-                blocks.push((kind, String::new()));
-                open = Some(i);
-            }
-            "content_block_delta" => {
-                let i = e["index"].as_u64().unwrap() as usize;
-                assert_eq!(open, Some(i), "a delta for a block that is not open");
-                let d = &e["delta"];
-                let (kind, acc) = &mut blocks[i];
-                let piece = match (kind.as_str(), d["type"].as_str().unwrap()) {
-                    ("text", "text_delta") => d["text"].as_str().unwrap(),
-                    ("thinking", "thinking_delta") => d["thinking"].as_str().unwrap(),
-                    ("thinking", "signature_delta") => "",
-                    ("tool_use", "input_json_delta") => d["partial_json"].as_str().unwrap(),
-                    (k, t) => panic!("a {t} in a {k} block"),
-                };
-                acc.push_str(piece);
-            }
-            "content_block_stop" => {
-                let i = e["index"].as_u64().unwrap() as usize;
-                assert_eq!(open, Some(i), "a stop for a block that is not open");
-                open = None;
-            }
-            "message_delta" => assert!(open.is_none(), "message_delta inside a block"),
-            _ => {}
-        }
-    }
-    blocks
-}
-
 #[tokio::test]
 async fn anthropic_stream_frames_and_order() {
     let mock = Mock::start(&[]);
@@ -153,7 +106,7 @@ async fn anthropic_stream_frames_and_order() {
     assert_eq!(u["cache_read_input_tokens"], 7);
     assert_eq!(u["cache_creation_input_tokens"], 3);
     assert_eq!(u["output_tokens"], 1);
-    let blocks = check_blocks(&events);
+    let blocks = anthropic_blocks(&events);
     assert_eq!(
         blocks,
         [("text".to_string(), "Hello! This is a mock".to_string())]
@@ -186,7 +139,7 @@ async fn anthropic_stream_frames_and_order() {
     let (_, _, text) = post_with(&url, &messages_body(true), &[("x-mock-tokens", "60")]).await;
     let events = anthropic_events(&text);
     assert!(events.iter().filter(|e| e["type"] == "ping").count() >= 3);
-    assert_eq!(check_blocks(&events).len(), 1);
+    assert_eq!(anthropic_blocks(&events).len(), 1);
 
     let stats = mock.stats().await;
     assert_eq!(stats["requests"], 3);
@@ -280,7 +233,7 @@ async fn anthropic_tool_use_and_thinking() {
     .await;
     assert_eq!(status, 200);
     let events = anthropic_events(&text);
-    let blocks = check_blocks(&events);
+    let blocks = anthropic_blocks(&events);
     let kinds: Vec<&str> = blocks.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         kinds,
@@ -598,7 +551,7 @@ async fn anthropic_timing_headers() {
     assert_eq!(status, 200);
     assert!(t0.elapsed() >= Duration::from_millis(300), "ttft + 3 itl");
     assert_eq!(
-        check_blocks(&anthropic_events(&text))[0].1,
+        anthropic_blocks(&anthropic_events(&text))[0].1,
         "Hello! This is a"
     );
     let t0 = Instant::now();
@@ -921,7 +874,7 @@ async fn fake_cli_two_turns_with_partial_messages() {
         .filter(|v| v["type"] == "stream_event")
         .map(|v| v["event"].clone())
         .collect();
-    assert_eq!(check_blocks(&events)[0].1, "hello there world");
+    assert_eq!(anthropic_blocks(&events)[0].1, "hello there world");
     let assistant = &turn[7]["message"];
     assert_eq!(assistant["type"], "message");
     assert_eq!(assistant["model"], "claude-test");

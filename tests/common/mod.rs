@@ -764,3 +764,50 @@ impl FakeCli {
         }
     }
 }
+
+/// Checks the block invariant of an Anthropic stream: one `message_start` first and one
+/// `message_stop` last; blocks start at indices 0, 1, 2… in order; every delta and stop
+/// is for the open block, with a delta type that fits its kind. Returns the blocks as
+/// (kind, the concatenated delta payloads).
+pub fn anthropic_blocks(events: &[serde_json::Value]) -> Vec<(String, String)> {
+    assert_eq!(events[0]["type"], "message_start");
+    assert_eq!(events.last().unwrap()["type"], "message_stop");
+    let starts = events.iter().filter(|e| e["type"] == "message_start");
+    assert_eq!(starts.count(), 1);
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    let mut open: Option<usize> = None;
+    for e in events {
+        match e["type"].as_str().unwrap() {
+            "content_block_start" => {
+                assert!(open.is_none(), "a block started while another is open");
+                let i = e["index"].as_u64().unwrap() as usize;
+                assert_eq!(i, blocks.len(), "block indices are 0, 1, 2…");
+                let kind = e["content_block"]["type"].as_str().unwrap().to_string();
+                blocks.push((kind, String::new()));
+                open = Some(i);
+            }
+            "content_block_delta" => {
+                let i = e["index"].as_u64().unwrap() as usize;
+                assert_eq!(open, Some(i), "a delta for a block that is not open");
+                let d = &e["delta"];
+                let (kind, acc) = &mut blocks[i];
+                let piece = match (kind.as_str(), d["type"].as_str().unwrap()) {
+                    ("text", "text_delta") => d["text"].as_str().unwrap(),
+                    ("thinking", "thinking_delta") => d["thinking"].as_str().unwrap(),
+                    ("thinking", "signature_delta") => "",
+                    ("tool_use", "input_json_delta") => d["partial_json"].as_str().unwrap(),
+                    (k, t) => panic!("a {t} in a {k} block"),
+                };
+                acc.push_str(piece);
+            }
+            "content_block_stop" => {
+                let i = e["index"].as_u64().unwrap() as usize;
+                assert_eq!(open, Some(i), "a stop for a block that is not open");
+                open = None;
+            }
+            "message_delta" => assert!(open.is_none(), "message_delta inside a block"),
+            _ => {}
+        }
+    }
+    blocks
+}
