@@ -10,7 +10,8 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde_json::Value;
 
-use crate::config::{LocalKind, LocalSettings};
+use crate::config::{LocalKind, LocalSettings, ProviderSettings};
+use crate::providers::presets::{preset, AuthStyle, ModelList, Wire, GITHUB_CATALOG};
 use crate::state::Hub;
 
 /// Discovers the local backend's models and keeps upstream addresses fresh.
@@ -142,8 +143,10 @@ impl BackgroundService for Discovery {
         let mut last_error = None;
         let mut dns_tick = tokio::time::interval(Duration::from_secs(60));
         dns_tick.tick().await;
+        let mut remote = RemoteLists::new(&self.hub);
         loop {
             self.discover_once(&client, &mut last_error).await;
+            let next_remote = remote.round(&self.hub, &client).await;
             let period = self
                 .hub
                 .local_settings()
@@ -156,6 +159,7 @@ impl BackgroundService for Discovery {
             } else {
                 period
             };
+            let wait = next_remote.map_or(wait, |d| wait.min(d));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.hub.discovery_kick.notified() => {}
@@ -164,6 +168,119 @@ impl BackgroundService for Discovery {
             }
         }
     }
+}
+
+/// The model lists of providers that discover theirs (OpenRouter, GitHub Models, remote
+/// inference servers): when each is due, and its last error.
+struct RemoteLists {
+    due: Vec<(usize, tokio::time::Instant, Option<String>)>,
+}
+
+impl RemoteLists {
+    fn new(hub: &Hub) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            due: hub
+                .settings
+                .providers
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.discover.is_some())
+                .map(|(i, _)| (i, now, None))
+                .collect(),
+        }
+    }
+
+    /// Reads the lists that are due; returns how long until the next one is.
+    async fn round(&mut self, hub: &Hub, client: &reqwest::Client) -> Option<Duration> {
+        let now = tokio::time::Instant::now();
+        for (i, at, last_error) in &mut self.due {
+            if *at > now {
+                continue;
+            }
+            let p = &hub.settings.providers[*i];
+            let period = p.discover.unwrap_or(Duration::from_secs(300));
+            match discover_provider(client, p).await {
+                Ok(models) => {
+                    if last_error.take().is_some() {
+                        log::info!("model list of provider {} readable again", p.name);
+                    }
+                    match hub.set_provider_models(&p.name, models.clone()) {
+                        Ok(true) => {
+                            log::info!("provider {} lists {} model(s)", p.name, models.len())
+                        }
+                        Ok(false) => {}
+                        Err(e) => log::error!("snapshot rebuild after a model list failed: {e}"),
+                    }
+                    *at = now + period;
+                }
+                Err(e) => {
+                    if last_error.as_deref() != Some(e.as_str()) {
+                        log::warn!(
+                            "model list of provider {} not read (keeping the last one): {e}",
+                            p.name
+                        );
+                    }
+                    *last_error = Some(e);
+                    *at = now + period.min(Duration::from_secs(30));
+                }
+            }
+        }
+        self.due
+            .iter()
+            .map(|(_, at, _)| at.saturating_duration_since(now))
+            .min()
+    }
+}
+
+/// Reads a provider's model list the way its kind publishes it.
+pub async fn discover_provider(
+    client: &reqwest::Client,
+    p: &ProviderSettings,
+) -> Result<Vec<String>, String> {
+    let Some(u) = &p.base_url else {
+        return Err("no base URL".into());
+    };
+    let preset = preset(p.kind);
+    let scheme = if u.tls { "https" } else { "http" };
+    let api_root = match preset.wire {
+        Wire::Anthropic => format!("{}/v1", u.path),
+        Wire::OpenAi => u.path.clone(),
+    };
+    let url = match preset.list {
+        ModelList::Data => format!("{scheme}://{}{api_root}/models", u.authority()),
+        ModelList::OllamaTags => format!(
+            "{scheme}://{}{}/api/tags",
+            u.authority(),
+            u.path.strip_suffix("/v1").unwrap_or(&u.path)
+        ),
+        ModelList::GithubCatalog => GITHUB_CATALOG.to_string(),
+    };
+    let mut req = client.get(&url);
+    if let Some(k) = &p.api_key {
+        req = match preset.auth {
+            AuthStyle::Bearer => req.bearer_auth(k.expose()),
+            AuthStyle::XApiKey => req.header("x-api-key", k.expose()).header(
+                "anthropic-version",
+                crate::providers::http::ANTHROPIC_VERSION,
+            ),
+        };
+    }
+    for (k, v) in preset.headers {
+        req = req.header(*k, *v);
+    }
+    for (k, v) in &p.extra_headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = req.send().await.map_err(|e| without_url(&e))?;
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()));
+    }
+    let doc: Value = resp.json().await.map_err(|e| without_url(&e))?;
+    preset
+        .list
+        .parse(&doc)
+        .ok_or_else(|| "not a model list".to_string())
 }
 
 /// Keeps shared state in step: reads the runtime configuration and the API key index

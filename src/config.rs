@@ -562,6 +562,12 @@ pub struct ProviderFile {
     pub app_url: Option<String>,
     /// OpenRouter attribution: the app's name (`X-Title`).
     pub app_name: Option<String>,
+    /// Read the provider's model list (at start and every `discovery_interval_secs`);
+    /// default: the kind's (on for OpenRouter, GitHub and remote vLLM/SGLang/Ollama/
+    /// llama.cpp servers) when `models` is not given.
+    pub discover_models: Option<bool>,
+    /// Seconds between model list reads (default 300).
+    pub discovery_interval_secs: Option<u64>,
     /// CLI only: the program and its arguments.
     pub command: Option<Vec<String>>,
     /// CLI only: environment variables for it.
@@ -917,6 +923,8 @@ pub struct ProviderSettings {
     pub messages: MessagesMode,
     /// The process pool of a `cli` provider.
     pub cli: Option<CliSettings>,
+    /// The period of model list reads, when they are on.
+    pub discover: Option<Duration>,
 }
 
 /// Validated routing settings.
@@ -1531,6 +1539,11 @@ impl Settings {
                     format!("a {} provider needs at least one model", p.kind.as_str()),
                 ));
             }
+            let discover = (p
+                .discover_models
+                .unwrap_or(std.discover && p.models.is_none())
+                && base_url.is_some())
+            .then(|| Duration::from_secs(p.discovery_interval_secs.unwrap_or(300).max(5)));
             let mut extra_headers =
                 check_headers(&p.extra_headers, &format!("{path}.extra_headers"))?;
             add_attribution(&mut extra_headers, p, &path)?;
@@ -1548,6 +1561,7 @@ impl Settings {
                 forward_query: p.forward_query.clone(),
                 messages: p.messages.unwrap_or(std.messages),
                 cli,
+                discover,
             });
         }
 
@@ -1595,6 +1609,7 @@ impl Settings {
                     forward_query: Vec::new(),
                     messages: k.messages,
                     cli: None,
+                    discover: k.discover.then_some(Duration::from_secs(300)),
                 });
             }
         }

@@ -197,6 +197,8 @@ pub struct RuntimeOverrides {
 struct Dynamic {
     overrides: RuntimeOverrides,
     discovered: Vec<String>,
+    /// Models read from each discovering provider's model list.
+    provider_models: HashMap<String, Vec<String>>,
     /// (host, port) -> address.
     resolved: HashMap<(String, u16), SocketAddr>,
 }
@@ -560,6 +562,21 @@ impl Hub {
         Ok(true)
     }
 
+    /// Records the models a provider's list named; rebuilds when they changed.
+    pub fn set_provider_models(&self, name: &str, mut models: Vec<String>) -> Result<bool, String> {
+        models.sort();
+        models.dedup();
+        {
+            let mut d = self.dynamic.lock();
+            if d.provider_models.get(name) == Some(&models) {
+                return Ok(false);
+            }
+            d.provider_models.insert(name.to_string(), models);
+        }
+        self.rebuild()?;
+        Ok(true)
+    }
+
     /// The effective local backend: file settings with runtime overrides applied.
     pub fn local_settings(&self) -> Result<Option<LocalSettings>, String> {
         let o = self.dynamic.lock().overrides.clone();
@@ -664,12 +681,13 @@ impl Hub {
     fn build(&self) -> Result<Snapshot, String> {
         let s = &self.settings;
         let local = self.local_settings()?;
-        let (overrides, discovered, resolved) = {
+        let (overrides, discovered, resolved, provider_models) = {
             let d = self.dynamic.lock();
             (
                 d.overrides.clone(),
                 d.discovered.clone(),
                 d.resolved.clone(),
+                d.provider_models.clone(),
             )
         };
         let timeouts = Timeouts {
@@ -734,13 +752,14 @@ impl Hub {
         }
 
         for p in &s.providers {
-            let patterns: Vec<Pattern> = p.models.iter().map(|m| Pattern::new(m)).collect();
-            let listed: Vec<String> = p
-                .models
-                .iter()
+            let found = provider_models.get(&p.name).map_or(&[][..], Vec::as_slice);
+            let models = p.models.iter().chain(found.iter());
+            let patterns: Vec<Pattern> = models.clone().map(|m| Pattern::new(m)).collect();
+            let mut listed: Vec<String> = models
                 .filter(|m| Pattern::new(m).is_exact())
                 .cloned()
                 .collect();
+            listed.dedup();
             metric_models.extend(listed.iter().cloned());
             let (class, upstream, mock) = match (&p.kind, &p.base_url) {
                 (ProviderKind::Mock | ProviderKind::Cli, _) => (

@@ -653,3 +653,37 @@ async fn the_official_python_sdks_work_as_clients() {
             .collect::<String>()
     );
 }
+
+/// Providers whose kind publishes a model list get their models from it (here a
+/// remote vLLM and an Ollama server, with no `models` in the configuration).
+#[tokio::test]
+async fn remote_servers_list_their_models() {
+    let v = Mock::start(&["--model", "remote-vllm-model"]);
+    let o = Mock::start(&["--model", "llama3.1:8b"]);
+    let cfg = format!(
+        "{}\n[[providers]]\nname = \"gpu-box\"\nkind = \"vllm\"\nbase_url = \"{}/v1\"\n\n[[providers]]\nname = \"ollama-box\"\nkind = \"ollama\"\nbase_url = \"{}/v1\"\n",
+        server(),
+        v.url(),
+        o.url()
+    );
+    let gw = Gateway::start(&cfg).await;
+    gw.wait_model("remote-vllm-model").await;
+    gw.wait_model("llama3.1:8b").await;
+    let (s, h, _) = post_h(
+        &gw.url("/v1/chat/completions"),
+        &chat("llama3.1:8b", false),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(h["x-switchyard-provider"], "ollama-box");
+    // vLLM serves /v1/messages natively: passed through.
+    let (s, _, text) = post_h(
+        &gw.url("/v1/messages"),
+        &msgs("remote-vllm-model", false),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    assert_eq!(v.stats().await["last_uri"], "/v1/messages");
+}

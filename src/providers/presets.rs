@@ -68,6 +68,43 @@ pub struct Preset {
     pub headers: &'static [(&'static str, &'static str)],
     /// Top-level request fields it rejects; they are dropped before the request leaves.
     pub drop_params: &'static [&'static str],
+    /// How its model list is read.
+    pub list: ModelList,
+    /// Whether its models are discovered by default (when no static list names them).
+    pub discover: bool,
+}
+
+/// Where and in which shape a provider lists its models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelList {
+    /// `GET <api root>/models`, `{"data":[{"id":…}]}` (OpenAI's and Anthropic's shape).
+    Data,
+    /// Ollama's `GET /api/tags` at the server root: `{"models":[{"name":…}]}`.
+    OllamaTags,
+    /// GitHub Models' catalog, `GET https://models.github.ai/catalog/models`: `[{"id":…}]`.
+    GithubCatalog,
+}
+
+/// The URL of GitHub Models' catalog.
+pub const GITHUB_CATALOG: &str = "https://models.github.ai/catalog/models";
+
+impl ModelList {
+    /// The model ids in a list document; Gemini's `models/` prefix dropped.
+    pub fn parse(self, doc: &serde_json::Value) -> Option<Vec<String>> {
+        let (items, key) = match self {
+            Self::Data => (doc.get("data")?, "id"),
+            Self::OllamaTags => (doc.get("models")?, "name"),
+            Self::GithubCatalog => (doc, "id"),
+        };
+        Some(
+            items
+                .as_array()?
+                .iter()
+                .filter_map(|m| m.get(key)?.as_str())
+                .map(|id| id.strip_prefix("models/").unwrap_or(id).to_string())
+                .collect(),
+        )
+    }
 }
 
 const OPENAI_MODELS: &[&str] = &[
@@ -101,6 +138,8 @@ const fn openai_like(kind: ProviderKind) -> Preset {
         messages: MessagesMode::Translate,
         headers: &[],
         drop_params: &[],
+        list: ModelList::Data,
+        discover: false,
     }
 }
 
@@ -174,6 +213,7 @@ pub const PRESETS: &[Preset] = &[
         env: Some("OPENROUTER_API_KEY"),
         base_url: Some("https://openrouter.ai/api/v1"),
         base_url_env: Some("OPENROUTER_BASE_URL"),
+        discover: true,
         ..openai_like(ProviderKind::Openrouter)
     },
     Preset {
@@ -184,25 +224,32 @@ pub const PRESETS: &[Preset] = &[
             ("accept", "application/vnd.github+json"),
             ("x-github-api-version", "2022-11-28"),
         ],
+        list: ModelList::GithubCatalog,
+        discover: true,
         ..openai_like(ProviderKind::Github)
     },
     Preset {
         base_url: Some("http://127.0.0.1:11434/v1"),
         messages: MessagesMode::Native,
+        list: ModelList::OllamaTags,
+        discover: true,
         ..openai_like(ProviderKind::Ollama)
     },
     Preset {
         base_url: Some("http://127.0.0.1:8080/v1"),
         messages: MessagesMode::Native,
+        discover: true,
         ..openai_like(ProviderKind::Llamacpp)
     },
     Preset {
         base_url: Some("http://127.0.0.1:8000/v1"),
         messages: MessagesMode::Native,
+        discover: true,
         ..openai_like(ProviderKind::Vllm)
     },
     Preset {
         base_url: Some("http://127.0.0.1:8000/v1"),
+        discover: true,
         ..openai_like(ProviderKind::Sglang)
     },
     openai_like(ProviderKind::OpenaiCompatible),
@@ -234,5 +281,22 @@ mod tests {
             preset(ProviderKind::Openai).messages,
             MessagesMode::Translate
         );
+    }
+
+    #[test]
+    fn model_lists_are_read_in_each_shape() {
+        let data = serde_json::json!({"data":[{"id":"a"},{"id":"models/gemini-2.5-pro"}]});
+        assert_eq!(
+            ModelList::Data.parse(&data).unwrap(),
+            ["a", "gemini-2.5-pro"]
+        );
+        let tags = serde_json::json!({"models":[{"name":"llama3.1:8b","model":"llama3.1:8b"}]});
+        assert_eq!(ModelList::OllamaTags.parse(&tags).unwrap(), ["llama3.1:8b"]);
+        let cat = serde_json::json!([{"id":"openai/gpt-4.1","publisher":"OpenAI"}]);
+        assert_eq!(
+            ModelList::GithubCatalog.parse(&cat).unwrap(),
+            ["openai/gpt-4.1"]
+        );
+        assert!(ModelList::Data.parse(&serde_json::json!({})).is_none());
     }
 }
