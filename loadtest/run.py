@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -260,7 +261,7 @@ def parse_latency(s):
 
 def wrk(url, conns, secs, script, env=None):
     out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", "-s", script, url],
-                         capture_output=True, text=True, env=dict(os.environ, MODEL=MODEL, **(env or {}))).stdout
+                         capture_output=True, text=True, env={**os.environ, "MODEL": MODEL, **(env or {})}).stdout
     if "Requests/sec" not in out:
         raise SystemExit(f"wrk failed against {url}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -356,12 +357,155 @@ def memory_per_stream(sy_port, pid, counts):
     return res
 
 
+def dialects(a, emit):
+    """Translated traffic against a passthrough of the same answer, one upstream
+    (mock-llm speaking both APIs, 16 tokens)."""
+    up, gw, gwa = free_port(), free_port(), free_port()
+    mock(up, "--tokens", "16", "--model", "claude-bench")
+    extra = f"""
+[[providers]]
+name = "claude"
+kind = "anthropic"
+base_url = "http://127.0.0.1:{up}"
+api_key = "sk-bench"
+models = ["claude-bench"]
+"""
+    cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    cfg.write(f"""[server]
+listen = "127.0.0.1:{gw}"
+admin_listen = "127.0.0.1:{gwa}"
+threads = 1
+
+[local]
+kind = "vllm"
+url = "http://127.0.0.1:{up}"
+messages = "translate"
+
+[routing]
+strategy = "local-first"
+auto_detect = false
+
+[log]
+access = {str(os.environ.get("SY_ACCESS_LOG", "true")).lower()}
+{extra}
+""")
+    cfg.close()
+    p = start([os.path.join(TARGET, "release", "switchyard"), "--config", cfg.name])
+    wait_http(f"http://127.0.0.1:{gwa}/health")
+    end = time.time() + 20
+    while time.time() < end:
+        try:
+            if MODEL in urllib.request.urlopen(f"http://127.0.0.1:{gw}/v1/models", timeout=1).read().decode():
+                break
+        except Exception:
+            pass
+        time.sleep(0.1)
+    probe = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}).encode()
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{gw}/v1/chat/completions", data=probe,
+                                                      headers={"content-type": "application/json"}), timeout=5).read()
+    except urllib.error.HTTPError as e:
+        raise SystemExit(f"the dialects gateway does not answer: {e.code} {e.read()[:300]!r}")
+    chat = os.path.join(ROOT, "loadtest", "chat_any.lua")
+    msgs = os.path.join(ROOT, "loadtest", "messages.lua")
+    base = f"http://127.0.0.1:{gw}"
+    cases = [
+        ("passthrough (OpenAI -> OpenAI)", f"{base}/v1/chat/completions", chat, MODEL),
+        ("OpenAI client -> Anthropic upstream", f"{base}/v1/chat/completions", chat, "claude/claude-bench"),
+        ("Anthropic client -> OpenAI upstream", f"{base}/v1/messages", msgs, MODEL),
+        ("passthrough (Anthropic -> Anthropic)", f"{base}/v1/messages", msgs, "claude/claude-bench"),
+    ]
+    emit()
+    emit("## Dialects: translated against passthrough (upstream: mock-llm, 16 tokens)")
+    emit()
+    emit("| conns | mode | case | req/s | p50 ms | p99 ms | CPU µs/req | vs passthrough to the same upstream API |")
+    emit("|---|---|---|---|---|---|---|---|")
+    for c in [int(x) for x in a.conns.split(",")]:
+        for stream in ("0", "1"):
+            rows = {}
+            for name, url, script, model in cases:
+                runs = []
+                for _ in range(a.rounds):
+                    before = cpu_ticks(p.pid)
+                    rps, reqs, p50, p99 = wrk(url, c, a.duration, script, env={"STREAM": stream, "MODEL": model})
+                    runs.append((rps, p50, p99, (cpu_ticks(p.pid) - before) / TICK * 1e6 / reqs))
+                runs.sort(key=lambda r: r[0])
+                rows[name] = runs[len(runs) // 2]
+            for name, (rps, p50, p99, cpu) in rows.items():
+                # Against the passthrough to the same upstream API: the same upstream work,
+                # so the difference is the translation.
+                ref = rows["passthrough (OpenAI -> OpenAI)"] if name.endswith("OpenAI upstream") else rows["passthrough (Anthropic -> Anthropic)"]
+                ratio = "" if name.startswith("passthrough") else f"{rps / ref[0]:.2f}x"
+                emit(f"| {c} | {'stream' if stream == '1' else 'whole'} | {name} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {cpu:.1f} | {ratio} |")
+    # First streamed byte through each path (sequential, new connection each).
+    emit()
+    emit("| case | first event p50 ms | p99 ms | added p50 ms | against |")
+    emit("|---|---|---|---|---|")
+    samples = ttfb_paths(gw, up)
+    for name, (p50, p99) in samples.items():
+        if name.startswith("direct"):
+            ref = None
+        elif name.startswith("passthrough"):
+            ref = "direct (mock-llm, OpenAI API)" if "OpenAI ->" in name else "direct (mock-llm, Anthropic API)"
+        else:
+            ref = "passthrough (OpenAI -> OpenAI)" if name.endswith("OpenAI upstream") else "passthrough (Anthropic -> Anthropic)"
+        added = f"{p50 - samples[ref][0]:+.3f}" if ref else ""
+        emit(f"| {name} | {p50:.3f} | {p99:.3f} | {added} | {ref or ''} |")
+
+
+async def first_body_byte(port, body):
+    """Time to the first byte of the response body (the first event of a stream)."""
+    t0 = time.perf_counter()
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(body)
+    await w.drain()
+    await r.readuntil(b"\r\n\r\n")
+    await r.read(1)
+    t = time.perf_counter() - t0
+    w.close()
+    return t
+
+
+def ttfb_paths(gw, up, n=300):
+    def req(path, body):
+        payload = json.dumps(body).encode()
+        return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+    oai = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    anth = {"model": MODEL, "max_tokens": 16, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    claude = dict(anth, model="claude-bench")
+    paths = {
+        "direct (mock-llm, OpenAI API)": (up, req("/v1/chat/completions", oai)),
+        "direct (mock-llm, Anthropic API)": (up, req("/v1/messages", claude)),
+        "passthrough (OpenAI -> OpenAI)": (gw, req("/v1/chat/completions", oai)),
+        "passthrough (Anthropic -> Anthropic)": (gw, req("/v1/messages", dict(claude, model="claude/claude-bench"))),
+        "OpenAI client -> Anthropic upstream": (gw, req("/v1/chat/completions", dict(oai, model="claude/claude-bench"))),
+        "Anthropic client -> OpenAI upstream": (gw, req("/v1/messages", anth)),
+    }
+    out = {}
+
+    async def run():
+        samples = {k: [] for k in paths}
+        for _ in range(20):
+            for k, (port, body) in paths.items():
+                await first_body_byte(port, body)
+        for _ in range(n):
+            for k, (port, body) in paths.items():
+                samples[k].append(await first_body_byte(port, body))
+        for k, s in samples.items():
+            s.sort()
+            out[k] = (s[len(s) // 2] * 1000, s[int(len(s) * 0.99)] * 1000)
+
+    asyncio.run(run())
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=3, help="runs per point (median kept)")
     ap.add_argument("--conns", default="1,32,128")
-    ap.add_argument("--only", choices=["chat", "stream", "memory", "tenancy"], help="one part only")
+    ap.add_argument("--only", choices=["chat", "stream", "memory", "tenancy", "dialects"], help="one part only")
     ap.add_argument("--streams", default="1000,5000", help="open streams for the memory test ('' skips)")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--quick", action="store_true")
@@ -504,6 +648,8 @@ enabled = true
         emit("|---|---|---|---|")
         for name, (p50, p99) in t.items():
             emit(f"| {name} | {p50:.3f} | {p99:.3f} | {p50 - t['direct'][0]:+.3f} |")
+    if a.only in (None, "dialects"):
+        dialects(a, emit)
     if a.streams and a.only in (None, "memory"):
         slow, syl, syla, byl = free_port(), free_port(), free_port(), free_port()
         mock(slow, "--tokens", "100000", "--itl-ms", "1000")

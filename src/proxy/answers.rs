@@ -208,7 +208,11 @@ impl Gateway {
                 message_id: format!("msg_{}", ctx.request_id.to_str().unwrap_or("0")),
                 ..AnthropicToOpenAi::default()
             };
-            match anthropic_request_to_openai(&ctx.req.body, &ctx.req.upstream_model, &opts) {
+            let translated = match &ctx.req.anthropic {
+                Some(checked) => checked.to_openai(&ctx.req.upstream_model, &opts),
+                None => anthropic_request_to_openai(&ctx.req.body, &ctx.req.upstream_model, &opts),
+            };
+            match translated {
                 Ok((_, st)) => Some(st),
                 Err(e) => {
                     let e = GatewayError::Invalid {

@@ -9,6 +9,7 @@ use compact_str::CompactString;
 use http::HeaderValue;
 use switchyard_filters::bucket::Admission;
 use switchyard_filters::cachekey::CachePolicy;
+use switchyard_filters::dialect::AnthropicRequest;
 use switchyard_filters::endpoint::Endpoint;
 use switchyard_filters::route::{Class, Skip, MAX_CANDIDATES};
 use switchyard_filters::usage::{Usage, UsageChunkStripper};
@@ -70,6 +71,9 @@ pub(super) struct Req {
     pub(super) relay: Relay,
     /// The endpoint the current candidate gets (differs when translating).
     pub(super) upstream_endpoint: Option<Endpoint>,
+    /// A Messages body as validated, kept for a candidate that needs it translated so
+    /// it is not parsed twice; dropped once a candidate takes it as it is.
+    pub(super) anthropic: Option<AnthropicRequest>,
 }
 
 /// Candidates, attempts and why each one failed.

@@ -27,7 +27,7 @@ use http::header;
 use pingora_proxy::Session;
 use switchyard_filters::cachekey::{self, CachePolicy};
 use switchyard_filters::dialect::{
-    estimate_input_tokens, validate_anthropic_count_tokens, validate_anthropic_request,
+    estimate_input_tokens, validate_anthropic_count_tokens, AnthropicRequest,
 };
 use switchyard_filters::endpoint::{classify, Endpoint, Unrouted};
 use switchyard_filters::error::GatewayError;
@@ -249,7 +249,9 @@ impl Gateway {
         // The Messages API's own rules (`max_tokens` required, tool inputs objects, …),
         // before anything is forwarded, whichever way the request goes.
         let checked = match endpoint {
-            Endpoint::Messages => validate_anthropic_request(body),
+            Endpoint::Messages => AnthropicRequest::parse(body).map(|r| {
+                ctx.req.anthropic = Some(r);
+            }),
             Endpoint::CountTokens => validate_anthropic_count_tokens(body),
             _ => Ok(()),
         };

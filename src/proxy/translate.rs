@@ -127,7 +127,11 @@ pub(super) fn plan(ctx: &Ctx, p: &Provider, up: &Upstream) -> Plan {
                 thinking_signature: format!("sig_{}", ctx.request_id.to_str().unwrap_or("0")),
                 ..AnthropicToOpenAi::default()
             };
-            match anthropic_request_to_openai(&r.body, &r.upstream_model, &opts) {
+            let translated = match &r.anthropic {
+                Some(checked) => checked.to_openai(&r.upstream_model, &opts),
+                None => anthropic_request_to_openai(&r.body, &r.upstream_model, &opts),
+            };
+            match translated {
                 Ok((body, st)) => Plan::Go {
                     relay: Relay::ToOpenAi(Box::new(st)),
                     endpoint: Endpoint::Chat,

@@ -156,7 +156,12 @@ impl Gateway {
                     relay,
                     endpoint,
                     body,
-                } => (relay, endpoint, body),
+                } => {
+                    if matches!(relay, Relay::Pass) {
+                        ctx.req.anthropic = None;
+                    }
+                    (relay, endpoint, body)
+                }
                 Plan::Skip => {
                     let _ = ctx.route.failures.try_push((i, Failure::Unsupported));
                     continue;

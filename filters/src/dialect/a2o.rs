@@ -190,8 +190,40 @@ pub fn anthropic_request_to_openai(
     upstream_model: &str,
     opts: &AnthropicToOpenAi,
 ) -> Result<(Vec<u8>, A2OState), TranslateError> {
-    let req = parse_object(body)?;
-    validate_object(&req, true)?;
+    translate_checked(&AnthropicRequest::parse(body)?, upstream_model, opts)
+}
+
+/// A `POST /v1/messages` body parsed and passed through
+/// [`super::validate_anthropic_request`]'s checks, so a gateway that validates every
+/// Messages request before routing it can translate it without reading it again.
+#[derive(Debug, Clone)]
+pub struct AnthropicRequest(Map<String, Value>);
+
+impl AnthropicRequest {
+    /// Parses and checks a Messages body; the error is what
+    /// [`super::validate_anthropic_request`] gives.
+    pub fn parse(body: &[u8]) -> Result<Self, TranslateError> {
+        let req = parse_object(body)?;
+        validate_object(&req, true)?;
+        Ok(Self(req))
+    }
+
+    /// As [`anthropic_request_to_openai`], for a request already checked.
+    pub fn to_openai(
+        &self,
+        upstream_model: &str,
+        opts: &AnthropicToOpenAi,
+    ) -> Result<(Vec<u8>, A2OState), TranslateError> {
+        translate_checked(self, upstream_model, opts)
+    }
+}
+
+fn translate_checked(
+    req: &AnthropicRequest,
+    upstream_model: &str,
+    opts: &AnthropicToOpenAi,
+) -> Result<(Vec<u8>, A2OState), TranslateError> {
+    let req = &req.0;
     let backend = opts.backend;
     let mut st = A2OState::new(upstream_model, &opts.message_id);
     st.thinking_signature = opts.thinking_signature.clone();
@@ -289,9 +321,9 @@ pub fn anthropic_request_to_openai(
         out.insert("user".into(), json!(u));
     }
     if opts.reasoning {
-        reasoning(&req, backend, &mut out);
+        reasoning(req, backend, &mut out);
     }
-    if let Some(rf) = response_format(&req, backend) {
+    if let Some(rf) = response_format(req, backend) {
         out.insert("response_format".into(), rf);
     }
     if !tools.is_empty() {

@@ -164,19 +164,6 @@ pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, TranslateE
     }
 }
 
-/// Parses an upstream body that must be a JSON object.
-pub(crate) fn parse_upstream(body: &[u8]) -> Result<Map<String, Value>, TranslateError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(TranslateError::upstream(
-            "upstream body is not a JSON object",
-        )),
-        Err(e) => Err(TranslateError::upstream(format!(
-            "upstream body is not valid JSON: {e}"
-        ))),
-    }
-}
-
 /// A count that may be absent or `null` (some upstreams send explicit nulls).
 pub(crate) fn count(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
@@ -264,17 +251,6 @@ impl OpenAiUsage {
             completion_tokens: self.completion,
             total_tokens: self.prompt.saturating_add(self.completion),
         }
-    }
-
-    /// The Anthropic usage object: `input_tokens` excludes the cached prefix, which is
-    /// reported as `cache_read_input_tokens`.
-    pub fn anthropic_json(&self) -> Value {
-        json!({
-            "input_tokens": self.prompt.saturating_sub(self.cached),
-            "output_tokens": self.completion,
-            "cache_read_input_tokens": self.cached,
-            "cache_creation_input_tokens": 0,
-        })
     }
 }
 

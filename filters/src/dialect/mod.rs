@@ -97,10 +97,12 @@ mod o2a_messages;
 mod o2a_response;
 mod o2a_stream;
 mod o2a_tools;
+mod loose;
 pub mod sse;
 
 pub use a2o::{
-    anthropic_request_to_openai, estimate_input_tokens, A2OState, AnthropicToOpenAi, Backend,
+    anthropic_request_to_openai, estimate_input_tokens, A2OState, AnthropicRequest,
+    AnthropicToOpenAi, Backend,
 };
 pub use a2o_response::{openai_response_to_anthropic, stop_reason_for};
 pub use a2o_stream::OpenAiSseToAnthropic;

@@ -1,9 +1,11 @@
 //! Client speaks OpenAI chat, upstream speaks Anthropic Messages: the non-streamed
 //! response (spec §2) and the stop-reason map both response paths use.
 
-use serde_json::{json, Map, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
-use super::common::{compact, parse_upstream, AnthropicUsage, TranslateError};
+use super::common::{compact, AnthropicUsage, TranslateError};
+use super::loose::text;
 use super::o2a::{O2AState, JSON_TOOL};
 use crate::usage::Usage;
 
@@ -42,49 +44,70 @@ pub(crate) fn json_content(input: &Value, st: &O2AState) -> String {
 /// `thinking_blocks` (with signatures, for clients that replay them); unknown block types
 /// are skipped. Fails (code `invalid_upstream_response`, status 502) when the body is not
 /// an Anthropic message.
+///
+/// Reads the body into borrowed, typed fields (tool inputs, ids and signatures are copied
+/// through as sent), since this runs once per answer.
 pub fn anthropic_response_to_openai(
     body: &[u8],
     st: &O2AState,
 ) -> Result<(Vec<u8>, Usage), TranslateError> {
-    let m = parse_upstream(body)?;
-    if m.get("type").and_then(Value::as_str) == Some("error") {
+    let m: shape::Message<'_> = match serde_json::from_slice(body) {
+        Ok(m) => m,
+        Err(e) if e.is_data() => {
+            return Err(TranslateError::upstream(format!(
+                "upstream body is not an Anthropic message: {e}"
+            )))
+        }
+        Err(e) => {
+            return Err(TranslateError::upstream(format!(
+                "upstream body is not valid JSON: {e}"
+            )))
+        }
+    };
+    if text(m.kind).as_deref() == Some("error") {
         return Err(TranslateError::upstream(
             "upstream answered an error object with a success status",
         ));
     }
-    let Some(blocks) = m.get("content").and_then(Value::as_array) else {
+    let Some(blocks) = m.content else {
         return Err(TranslateError::upstream(
             "upstream message has no content array",
         ));
     };
-    let mut text = st.prefix.clone().unwrap_or_default();
+    let mut text_out = st.prefix.clone().unwrap_or_default();
     let mut reasoning = String::new();
     let mut thinking_blocks = Vec::new();
     let mut tool_calls = Vec::new();
     let mut json_answer: Option<String> = None;
     for b in blocks {
-        match b["type"].as_str() {
-            Some("text") => text.push_str(b["text"].as_str().unwrap_or("")),
+        match text(b.kind).as_deref() {
+            Some("text") => text_out.push_str(&text(b.text).unwrap_or_default()),
             Some("thinking") => {
-                reasoning.push_str(b["thinking"].as_str().unwrap_or(""));
-                thinking_blocks.push(json!({
-                    "type": "thinking",
-                    "thinking": b["thinking"],
-                    "signature": b["signature"],
-                }));
+                reasoning.push_str(&text(b.thinking).unwrap_or_default());
+                thinking_blocks.push(shape::Thinking::Thinking {
+                    thinking: b.thinking,
+                    signature: b.signature,
+                });
             }
             Some("redacted_thinking") => {
-                thinking_blocks.push(json!({"type": "redacted_thinking", "data": b["data"]}));
+                thinking_blocks.push(shape::Thinking::RedactedThinking { data: b.data });
             }
             Some("tool_use") => {
-                if st.json_mode.is_some() && b["name"] == JSON_TOOL {
-                    json_answer = Some(json_content(&b["input"], st));
+                if st.json_mode.is_some() && text(b.name).as_deref() == Some(JSON_TOOL) {
+                    let input = b
+                        .input
+                        .and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
+                        .unwrap_or(Value::Null);
+                    json_answer = Some(json_content(&input, st));
                 } else {
-                    tool_calls.push(json!({
-                        "id": b["id"],
-                        "type": "function",
-                        "function": {"name": b["name"], "arguments": compact(&b["input"])},
-                    }));
+                    tool_calls.push(shape::ToolCall {
+                        id: b.id,
+                        kind: "function",
+                        function: shape::Function {
+                            name: b.name,
+                            arguments: b.input.map_or("null", RawValue::get),
+                        },
+                    });
                 }
             }
             // server_tool_use, web_search_tool_result and any future block type: nothing
@@ -94,42 +117,201 @@ pub fn anthropic_response_to_openai(
     }
     let content = match json_answer {
         // Text around the JSON answer would make it unparseable.
-        Some(j) => json!(j),
-        None if text.is_empty() && !tool_calls.is_empty() => Value::Null,
-        None => json!(text),
+        Some(j) => Some(j),
+        None if text_out.is_empty() && !tool_calls.is_empty() => None,
+        None => Some(text_out),
     };
-    let (mut finish, _) = finish_reason_for(m.get("stop_reason").and_then(Value::as_str));
+    let (mut finish, _) = finish_reason_for(text(m.stop_reason).as_deref());
     if finish == "tool_calls" && tool_calls.is_empty() {
         finish = "stop";
     }
     let mut usage = AnthropicUsage::default();
-    if let Some(u) = m.get("usage") {
-        usage.update(u, false);
+    if let Some(u) = m.usage {
+        u.apply(&mut usage);
     }
-    let mut message = Map::new();
-    message.insert("role".into(), json!("assistant"));
-    message.insert("content".into(), content);
-    if !tool_calls.is_empty() {
-        message.insert("tool_calls".into(), Value::Array(tool_calls));
-    }
-    if st.emit_reasoning && !thinking_blocks.is_empty() {
-        if !reasoning.is_empty() {
-            message.insert("reasoning_content".into(), json!(reasoning));
-        }
-        message.insert("thinking_blocks".into(), Value::Array(thinking_blocks));
-    }
-    let doc = json!({
-        "id": m.get("id").cloned().unwrap_or(Value::Null),
-        "object": "chat.completion",
-        "created": st.created,
-        "model": st.model(m.get("model").and_then(Value::as_str)),
-        "choices": [{
-            "index": 0,
-            "message": Value::Object(message),
-            "logprobs": null,
-            "finish_reason": finish,
+    let with_reasoning = st.emit_reasoning && !thinking_blocks.is_empty();
+    let model = text(m.model);
+    let doc = shape::Completion {
+        id: m.id,
+        object: "chat.completion",
+        created: st.created,
+        model: st.model(model.as_deref()),
+        choices: [shape::Choice {
+            index: 0,
+            message: shape::ChatMessage {
+                role: "assistant",
+                content,
+                tool_calls,
+                reasoning_content: (with_reasoning && !reasoning.is_empty()).then_some(reasoning),
+                thinking_blocks: if with_reasoning { thinking_blocks } else { Vec::new() },
+            },
+            logprobs: None,
+            finish_reason: finish,
         }],
-        "usage": usage.openai_json(),
-    });
+        usage: shape::UsageOut::of(&usage),
+    };
     Ok((serde_json::to_vec(&doc).unwrap_or_default(), usage.usage()))
+}
+
+/// The shapes of an Anthropic message as far as the translation reads it, and of the
+/// chat completion it writes.
+mod shape {
+    use serde::{Deserialize, Serialize};
+    use serde_json::value::RawValue;
+
+    use super::super::common::AnthropicUsage;
+    use super::super::loose::Loose;
+
+    #[derive(Deserialize)]
+    pub(super) struct Message<'a> {
+        #[serde(borrow, rename = "type", default)]
+        pub kind: Loose<'a>,
+        #[serde(borrow, default)]
+        pub id: Loose<'a>,
+        #[serde(borrow, default)]
+        pub model: Loose<'a>,
+        #[serde(borrow, default)]
+        pub content: Option<Vec<Block<'a>>>,
+        #[serde(borrow, default)]
+        pub stop_reason: Loose<'a>,
+        #[serde(default)]
+        pub usage: Option<UsageIn>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Block<'a> {
+        #[serde(borrow, rename = "type", default)]
+        pub kind: Loose<'a>,
+        #[serde(borrow, default)]
+        pub text: Loose<'a>,
+        #[serde(borrow, default)]
+        pub thinking: Loose<'a>,
+        #[serde(borrow, default)]
+        pub signature: Loose<'a>,
+        #[serde(borrow, default)]
+        pub data: Loose<'a>,
+        #[serde(borrow, default)]
+        pub id: Loose<'a>,
+        #[serde(borrow, default)]
+        pub name: Loose<'a>,
+        #[serde(borrow, default)]
+        pub input: Loose<'a>,
+    }
+
+    /// Counts that are absent or `null` leave what is known.
+    #[derive(Deserialize)]
+    pub(super) struct UsageIn {
+        #[serde(default)]
+        input_tokens: Option<u64>,
+        #[serde(default)]
+        output_tokens: Option<u64>,
+        #[serde(default)]
+        cache_read_input_tokens: Option<u64>,
+        #[serde(default)]
+        cache_creation_input_tokens: Option<u64>,
+    }
+
+    impl UsageIn {
+        pub fn apply(self, u: &mut AnthropicUsage) {
+            for (field, v) in [
+                (&mut u.input, self.input_tokens),
+                (&mut u.output, self.output_tokens),
+                (&mut u.cache_read, self.cache_read_input_tokens),
+                (&mut u.cache_creation, self.cache_creation_input_tokens),
+            ] {
+                if let Some(n) = v {
+                    *field = n;
+                }
+            }
+        }
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Completion<'a> {
+        pub id: Option<&'a RawValue>,
+        pub object: &'static str,
+        pub created: u64,
+        pub model: &'a str,
+        pub choices: [Choice<'a>; 1],
+        pub usage: UsageOut,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Choice<'a> {
+        pub index: u32,
+        pub message: ChatMessage<'a>,
+        pub logprobs: Option<()>,
+        pub finish_reason: &'static str,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct ChatMessage<'a> {
+        pub role: &'static str,
+        pub content: Option<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub tool_calls: Vec<ToolCall<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub reasoning_content: Option<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub thinking_blocks: Vec<Thinking<'a>>,
+    }
+
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    pub(super) enum Thinking<'a> {
+        Thinking {
+            thinking: Option<&'a RawValue>,
+            signature: Option<&'a RawValue>,
+        },
+        RedactedThinking {
+            data: Option<&'a RawValue>,
+        },
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct ToolCall<'a> {
+        pub id: Option<&'a RawValue>,
+        #[serde(rename = "type")]
+        pub kind: &'static str,
+        pub function: Function<'a>,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Function<'a> {
+        pub name: Option<&'a RawValue>,
+        pub arguments: &'a str,
+    }
+
+    /// The OpenAI `usage` object, with the cache counts also as top-level extension
+    /// fields so the split survives the translation.
+    #[derive(Serialize)]
+    pub(super) struct UsageOut {
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        total_tokens: u64,
+        prompt_tokens_details: Details,
+        cache_read_input_tokens: u64,
+        cache_creation_input_tokens: u64,
+    }
+
+    #[derive(Serialize)]
+    struct Details {
+        cached_tokens: u64,
+    }
+
+    impl UsageOut {
+        pub fn of(a: &AnthropicUsage) -> Self {
+            let u = a.usage();
+            Self {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+                total_tokens: u.total_tokens,
+                prompt_tokens_details: Details {
+                    cached_tokens: a.cache_read,
+                },
+                cache_read_input_tokens: a.cache_read,
+                cache_creation_input_tokens: a.cache_creation,
+            }
+        }
+    }
 }

@@ -597,3 +597,42 @@ fn token_estimate() {
     assert_eq!(estimate_input_tokens(b"not json"), 0);
     assert_eq!(estimate_input_tokens(b"{}"), 0);
 }
+
+#[test]
+fn whole_responses_of_every_shape_upstreams_send() {
+    let (_, st) = translate(
+        json!({"model": "claude", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    // vLLM's stop_reason is the matched string or the stop token's id; content may be a
+    // list of parts; arguments may arrive as an object; usage details may be null.
+    let whole = json!({"choices": [{"index": 0, "finish_reason": "stop", "stop_reason": 128009,
+        "message": {"role": "assistant", "content": [{"type": "text", "text": "a\"b"}, {"type": "image"}, {"type": "text", "text": "c"}],
+            "tool_calls": null}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": null, "prompt_tokens_details": null}});
+    let (body, usage) = openai_response_to_anthropic(whole.to_string().as_bytes(), &st).unwrap();
+    let m: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(m["content"], json!([{"type": "text", "text": "a\"bc"}]));
+    assert_eq!(m["stop_reason"], "end_turn", "a token id is not a stop sequence");
+    assert_eq!(m["stop_sequence"], Value::Null);
+    assert_eq!(usage.prompt_tokens, 5);
+    assert_eq!(usage.completion_tokens, 0);
+    let whole = json!({"choices": [{"finish_reason": "stop", "stop_reason": "\n\n",
+        "message": {"content": "x", "refusal": null}}]});
+    let (body, _) = openai_response_to_anthropic(whole.to_string().as_bytes(), &st).unwrap();
+    let m: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(m["stop_reason"], "stop_sequence");
+    assert_eq!(m["stop_sequence"], "\n\n");
+    let whole = json!({"choices": [{"finish_reason": "tool_calls", "message": {"content": null, "refusal": "no",
+        "tool_calls": [{"id": "t", "function": {"name": "f", "arguments": {"k": [1, 2]}}},
+                       {"id": "u", "function": {"name": "g", "arguments": " [1] "}}]}}]});
+    let (body, _) = openai_response_to_anthropic(whole.to_string().as_bytes(), &st).unwrap();
+    let m: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(m["content"][0], json!({"type": "text", "text": "no"}));
+    assert_eq!(m["content"][1]["input"], json!({"k": [1, 2]}));
+    assert_eq!(m["content"][2]["input"], json!({"_raw": " [1] "}));
+    assert_eq!(m["stop_reason"], "tool_use");
+    // A body of the wrong shape is an unreadable upstream answer, not a panic.
+    for bad in [&br#"{"choices": 3}"#[..], br#"{"choices": [{"message": 1}]}"#, br#"{"choices": null}"#] {
+        assert_eq!(openai_response_to_anthropic(bad, &st).unwrap_err().status(), 502);
+    }
+}
