@@ -217,7 +217,11 @@ pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String
     }
     proxy.add_listener(listener);
 
-    let mut admin = Service::new("switchyard-admin".to_string(), Admin::new(hub.clone()));
+    let control = crate::control::Control::new(hub.clone(), hub.settings.control.clone());
+    let mut admin = Service::new(
+        "switchyard-admin".to_string(),
+        Admin::new(hub.clone(), control.clone()),
+    );
     admin.add_tcp(&admin_listen.to_string());
     let discovery = background_service("switchyard-discovery", Discovery::new(hub.clone()));
     let refresher = background_service("switchyard-refresher", Refresher::new(hub.clone()));
@@ -231,6 +235,7 @@ pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String
     server.add_service(discovery);
     server.add_service(refresher);
     server.add_service(cli);
+    server.add_service(background_service("switchyard-control", control.service()));
 
     let scheme = if hub.settings.server.tls.is_some() {
         "https"

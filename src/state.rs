@@ -417,7 +417,14 @@ impl Hub {
                 o.strategy.map_or("(file)", |s| s.as_str())
             );
         }
-        if backend_changed {
+        let now_ready = o.state.unwrap_or_default() == LocalState::Ready;
+        let became_ready = before.state != o.state && now_ready;
+        if before.state != o.state && !now_ready {
+            // A backend leaving `ready` may come back with another model: forget the
+            // list so nothing is routed on a stale one.
+            let _ = self.set_discovered(Vec::new());
+        }
+        if backend_changed || became_ready {
             // A new host name is resolved now (off the hot path), not at the next
             // periodic refresh.
             self.resolve_all().await;
@@ -728,7 +735,12 @@ impl Hub {
                 index: providers.len(),
                 kind: l.kind,
                 url: up.display.clone(),
-                state: overrides.state.unwrap_or_default(),
+                // A backend the controller runs is not ready until it says so.
+                state: overrides.state.unwrap_or(if s.control.manages(l.kind) {
+                    LocalState::Stopped
+                } else {
+                    LocalState::Ready
+                }),
                 models: discovered.clone(),
             });
             route_providers.push(RouteProvider {

@@ -7,6 +7,11 @@
 //! `POST /v1/messages/count_tokens` (Anthropic's wire format: `event:`-named SSE frames,
 //! error bodies of type `overloaded_error` and the rest), `GET /health`, `GET /stats`,
 //! `DELETE /stats`. `--dialect` makes it an OpenAI-only or an Anthropic-only upstream.
+//!
+//! To be run as a managed backend's container it also plays the servers' lifecycles:
+//! `--mode vllm|sglang|ollama` (each one's health and model endpoints), `--startup-ms`
+//! (503 while "loading"), and faults: `--exit-after-ms`, `--hang-health`,
+//! `--fail-health-after-ms`.
 #![allow(clippy::print_stdout)]
 
 use std::collections::BTreeMap;
@@ -135,6 +140,38 @@ struct Args {
     /// `invalid_api_key`).
     #[arg(long, value_name = "KEY")]
     require_api_key: Option<String>,
+    /// Which inference server to play: its health and model endpoints.
+    #[arg(long, value_enum, default_value_t = Mode::Vllm)]
+    mode: Mode,
+    /// Until this many ms after start, `/health` and every inference route answer 503
+    /// (an engine still loading).
+    #[arg(long, default_value_t = 0)]
+    startup_ms: u64,
+    /// Exit with status 1 this many ms after start (a crashing backend).
+    #[arg(long)]
+    exit_after_ms: Option<u64>,
+    /// `/health` (and Ollama's `/`) never answers (a hung backend).
+    #[arg(long)]
+    hang_health: bool,
+    /// From this many ms after start, `/health` answers 500 (a dead engine).
+    #[arg(long)]
+    fail_health_after_ms: Option<u64>,
+    /// Time `/health` takes (SGLang's runs a one-token generation).
+    #[arg(long, default_value_t = 0)]
+    health_ms: u64,
+}
+
+/// The inference server played.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// vLLM: `/health` 200 once the engine is up.
+    Vllm,
+    /// SGLang: `/health` generates a token (takes `--health-ms`).
+    Sglang,
+    /// Ollama: `/` ("Ollama is running"), `/api/tags`, `/api/ps`, `/api/pull` (NDJSON
+    /// progress; a model named `missing…` fails), `/api/generate` without a prompt
+    /// (loads), `DELETE /api/delete`.
+    Ollama,
 }
 
 /// Which inference route a request is for.
@@ -157,6 +194,11 @@ struct Stats {
 
 struct Mock {
     args: Args,
+    started: std::time::Instant,
+    /// Ollama mode: the local models (pulled and deleted at run time).
+    ollama: Mutex<Vec<String>>,
+    /// Ollama mode: the loaded ones.
+    loaded: Mutex<Vec<String>>,
     requests: AtomicU64,
     received: AtomicU64,
     seq: AtomicU64,
@@ -237,6 +279,9 @@ async fn wait_for_tokens(ttft: Duration, itl: Duration, events: usize) {
 
 impl Mock {
     fn models(&self) -> Vec<String> {
+        if self.args.mode == Mode::Ollama {
+            return self.ollama.lock().clone();
+        }
         if self.args.models.is_empty() {
             vec!["mock-model".to_string()]
         } else {
@@ -304,14 +349,150 @@ impl Mock {
             .collect();
     }
 
+    fn since_start(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Health, start-up and Ollama's read routes; `None`: not one of these.
+    async fn lifecycle(&self, parts: &http::request::Parts) -> Option<Response<Body>> {
+        let path = parts.uri.path();
+        let ollama = self.args.mode == Mode::Ollama;
+        let health = path == "/health" || (ollama && path == "/" && parts.method == Method::GET);
+        if health && self.args.hang_health {
+            std::future::pending::<()>().await;
+        }
+        let starting = self.since_start() < self.args.startup_ms;
+        if starting && (health || path.starts_with("/v1/") || path.starts_with("/api/")) {
+            return Some(json_response(
+                503,
+                b"{\"error\":\"the engine is starting\"}".to_vec(),
+            ));
+        }
+        if health {
+            if self
+                .args
+                .fail_health_after_ms
+                .is_some_and(|t| self.since_start() >= t)
+            {
+                return Some(json_response(500, b"{\"error\":\"engine dead\"}".to_vec()));
+            }
+            if self.args.health_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(self.args.health_ms)).await;
+            }
+            return Some(if ollama {
+                let mut r = Response::new(full("Ollama is running"));
+                r.headers_mut()
+                    .insert("content-type", HeaderValue::from_static("text/plain"));
+                r
+            } else {
+                json_response(200, b"{\"status\":\"ok\"}".to_vec())
+            });
+        }
+        if ollama && parts.method == Method::GET && path == "/api/ps" {
+            let models: Vec<_> = self
+                .loaded
+                .lock()
+                .iter()
+                .map(|m| json!({"name": m, "model": m, "size_vram": 0}))
+                .collect();
+            return Some(json_response(
+                200,
+                serde_json::to_vec(&json!({"models": models})).unwrap_or_default(),
+            ));
+        }
+        None
+    }
+
+    /// Ollama's `/api/pull`, `/api/generate` (load), `/api/delete`.
+    fn ollama_call(&self, parts: &http::request::Parts, body: &Bytes) -> Response<Body> {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let model = v
+            .get("model")
+            .or_else(|| v.get("name"))
+            .and_then(|m| m.as_str())
+            .unwrap_or("")
+            .to_string();
+        let has = |list: &Vec<String>| {
+            list.iter()
+                .any(|m| *m == model || m.strip_suffix(":latest") == Some(model.as_str()))
+        };
+        match (parts.method.clone(), parts.uri.path()) {
+            (Method::POST, "/api/pull") => {
+                if model.starts_with("missing") {
+                    let lines = vec![
+                        json!({"status": "pulling manifest"}),
+                        json!({"error": "pull model manifest: file does not exist"}),
+                    ];
+                    return ndjson(lines, 0);
+                }
+                if !has(&self.ollama.lock()) {
+                    self.ollama.lock().push(model.clone());
+                }
+                let total = 4_000_000u64;
+                let mut lines = vec![json!({"status": "pulling manifest"})];
+                for done in [1_000_000u64, 2_500_000, 4_000_000] {
+                    lines.push(json!({"status": "pulling sha256:abc", "digest": "sha256:abc", "total": total, "completed": done}));
+                }
+                lines.push(json!({"status": "verifying sha256 digest"}));
+                lines.push(json!({"status": "writing manifest"}));
+                lines.push(json!({"status": "success"}));
+                ndjson(lines, self.args.itl_ms)
+            }
+            (Method::POST, "/api/generate") => {
+                if !has(&self.ollama.lock()) {
+                    return json_response(
+                        404,
+                        serde_json::to_vec(&json!({"error": format!("model '{model}' not found")}))
+                            .unwrap_or_default(),
+                    );
+                }
+                let mut loaded = self.loaded.lock();
+                if !has(&loaded) {
+                    loaded.push(model.clone());
+                }
+                json_response(
+                    200,
+                    serde_json::to_vec(&json!({"model": model, "response": "", "done": true, "done_reason": "load"})).unwrap_or_default(),
+                )
+            }
+            (Method::DELETE, "/api/delete") => {
+                let mut list = self.ollama.lock();
+                let before = list.len();
+                list.retain(|m| *m != model && m.strip_suffix(":latest") != Some(model.as_str()));
+                self.loaded.lock().retain(|m| *m != model);
+                if list.len() == before {
+                    json_response(
+                        404,
+                        serde_json::to_vec(&json!({"error": format!("model '{model}' not found")}))
+                            .unwrap_or_default(),
+                    )
+                } else {
+                    json_response(200, Vec::new())
+                }
+            }
+            _ => self.not_found(),
+        }
+    }
+
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
         let anthropic_only = self.args.dialect == Dialect::Anthropic;
+        if let Some(r) = self.lifecycle(&parts).await {
+            return Ok(r);
+        }
+        if self.args.mode == Mode::Ollama
+            && path.starts_with("/api/")
+            && parts.method != Method::GET
+        {
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Ok(self.ollama_call(&parts, &body));
+        }
         match (&parts.method, path.as_str()) {
-            (&Method::GET, "/health") => {
-                return Ok(json_response(200, b"{\"status\":\"ok\"}".to_vec()))
-            }
             (&Method::GET, "/v1/models") if anthropic_only => {
                 return Ok(json_response(200, anth::model_list(&self.models())));
             }
@@ -778,6 +959,24 @@ impl AnthropicStream {
     }
 }
 
+/// A streamed NDJSON body, one line every `gap_ms`.
+fn ndjson(lines: Vec<serde_json::Value>, gap_ms: u64) -> Response<Body> {
+    let s = stream::iter(lines.into_iter().enumerate()).then(move |(i, v)| async move {
+        if i > 0 && gap_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+        }
+        let mut b = serde_json::to_vec(&v).unwrap_or_default();
+        b.push(b'\n');
+        Ok::<_, std::io::Error>(Frame::data(Bytes::from(b)))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(s)));
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    r
+}
+
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -791,7 +990,24 @@ async fn serve(args: Args) -> std::io::Result<()> {
     let listener = TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     println!("mock-llm listening on {addr}");
+    if let Some(ms) = args.exit_after_ms {
+        // A crashing backend: the whole process goes, as a container's main process would.
+        #[allow(clippy::disallowed_methods)]
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            println!("mock-llm exiting after {ms} ms (--exit-after-ms)");
+            std::process::exit(1);
+        });
+    }
+    let ollama = if args.models.is_empty() {
+        Vec::new()
+    } else {
+        args.models.clone()
+    };
     let mock = Arc::new(Mock {
+        started: std::time::Instant::now(),
+        ollama: Mutex::new(ollama),
+        loaded: Mutex::new(Vec::new()),
         args,
         requests: AtomicU64::new(0),
         received: AtomicU64::new(0),

@@ -25,6 +25,8 @@ struct State {
     keys_version: u64,
     runtime: RuntimeValues,
     inflight: HashMap<String, (i64, Instant)>,
+    control: HashMap<String, String>,
+    holder: Option<String>,
 }
 
 /// The in-memory store.
@@ -280,6 +282,27 @@ impl Store for MemoryStore {
             .iter()
             .map(|(k, (n, _))| (k.clone(), *n))
             .collect())
+    }
+
+    async fn control_get(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.state.lock().control.get(name).cloned())
+    }
+
+    async fn control_set(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        self.state
+            .lock()
+            .control
+            .insert(name.to_string(), value.to_string());
+        Ok(())
+    }
+
+    async fn lease(&self, holder: &str, _ttl: Duration) -> Result<bool, StoreError> {
+        self.state.lock().holder = Some(holder.to_string());
+        Ok(true)
+    }
+
+    async fn lease_holder(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.state.lock().holder.clone())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

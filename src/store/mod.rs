@@ -248,6 +248,19 @@ pub trait Store: Send + Sync {
 
     /// Checks reachability (and updates `is_up`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// A controller record (`control:<name>`: `status`, `desired`), JSON text.
+    async fn control_get(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// Writes a controller record.
+    async fn control_set(&self, name: &str, value: &str) -> Result<(), StoreError>;
+
+    /// Takes or renews the controller lease (`control:lease`) for `holder` for `ttl`.
+    /// True while `holder` holds it. The in-memory store has one process: always true.
+    async fn lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Who holds the controller lease now.
+    async fn lease_holder(&self) -> Result<Option<String>, StoreError>;
 }
 
 /// Today's UTC date as `yyyymmdd`.

@@ -30,6 +30,19 @@ use super::{
 const RATELIMIT_LUA: &str = include_str!("ratelimit.lua");
 const FINISH_LUA: &str = include_str!("finish.lua");
 const QUOTA_LUA: &str = include_str!("quota.lua");
+/// Takes the controller lease if free, renews it if `holder` has it (one round trip, so
+/// two replicas never both believe they hold it).
+const LEASE_LUA: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+elseif cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
 
 /// The Redis store.
 pub struct RedisStore {
@@ -42,6 +55,7 @@ pub struct RedisStore {
     ratelimit: Script,
     finish: Script,
     quota: Script,
+    lease: Script,
 }
 
 impl RedisStore {
@@ -66,6 +80,7 @@ impl RedisStore {
             ratelimit: Script::new(RATELIMIT_LUA),
             finish: Script::new(FINISH_LUA),
             quota: Script::new(QUOTA_LUA),
+            lease: Script::new(LEASE_LUA),
         })
     }
 
@@ -519,6 +534,43 @@ impl Store for RedisStore {
             let _: Result<(), _> = c.srem(self.k("inflight:replicas"), gone).await;
         }
         Ok(out)
+    }
+
+    async fn control_get(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn_any().await?;
+        c.get(self.k(&format!("control:{name}")))
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    async fn control_set(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        let mut c = self.conn_any().await?;
+        let _: () = c
+            .set(self.k(&format!("control:{name}")), value)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    async fn lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut c = self.conn_any().await?;
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let held: i64 = self
+            .lease
+            .key(self.k("control:lease"))
+            .arg(holder)
+            .arg(ms)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(held == 1)
+    }
+
+    async fn lease_holder(&self) -> Result<Option<String>, StoreError> {
+        let mut c = self.conn_any().await?;
+        c.get(self.k("control:lease"))
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

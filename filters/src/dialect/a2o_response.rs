@@ -129,8 +129,8 @@ mod wire {
     use serde::{Deserialize, Serialize};
     use serde_json::value::RawValue;
 
-    pub(super) use super::super::loose::{text, Loose};
     use super::super::common::OpenAiUsage;
+    pub(super) use super::super::loose::{text, Loose};
 
     /// The text of a message's `content`: the string, or the text parts of a list.
     pub(super) fn content_text(v: Loose<'_>) -> Cow<'_, str> {

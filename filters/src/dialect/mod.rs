@@ -92,12 +92,12 @@ mod a2o_stream;
 mod a2o_validate;
 mod common;
 mod errors;
+mod loose;
 mod o2a;
 mod o2a_messages;
 mod o2a_response;
 mod o2a_stream;
 mod o2a_tools;
-mod loose;
 pub mod sse;
 
 pub use a2o::{

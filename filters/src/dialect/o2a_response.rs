@@ -143,7 +143,11 @@ pub fn anthropic_response_to_openai(
                 content,
                 tool_calls,
                 reasoning_content: (with_reasoning && !reasoning.is_empty()).then_some(reasoning),
-                thinking_blocks: if with_reasoning { thinking_blocks } else { Vec::new() },
+                thinking_blocks: if with_reasoning {
+                    thinking_blocks
+                } else {
+                    Vec::new()
+                },
             },
             logprobs: None,
             finish_reason: finish,

@@ -612,7 +612,10 @@ fn whole_responses_of_every_shape_upstreams_send() {
     let (body, usage) = openai_response_to_anthropic(whole.to_string().as_bytes(), &st).unwrap();
     let m: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(m["content"], json!([{"type": "text", "text": "a\"bc"}]));
-    assert_eq!(m["stop_reason"], "end_turn", "a token id is not a stop sequence");
+    assert_eq!(
+        m["stop_reason"], "end_turn",
+        "a token id is not a stop sequence"
+    );
     assert_eq!(m["stop_sequence"], Value::Null);
     assert_eq!(usage.prompt_tokens, 5);
     assert_eq!(usage.completion_tokens, 0);
@@ -632,7 +635,14 @@ fn whole_responses_of_every_shape_upstreams_send() {
     assert_eq!(m["content"][2]["input"], json!({"_raw": " [1] "}));
     assert_eq!(m["stop_reason"], "tool_use");
     // A body of the wrong shape is an unreadable upstream answer, not a panic.
-    for bad in [&br#"{"choices": 3}"#[..], br#"{"choices": [{"message": 1}]}"#, br#"{"choices": null}"#] {
-        assert_eq!(openai_response_to_anthropic(bad, &st).unwrap_err().status(), 502);
+    for bad in [
+        &br#"{"choices": 3}"#[..],
+        br#"{"choices": [{"message": 1}]}"#,
+        br#"{"choices": null}"#,
+    ] {
+        assert_eq!(
+            openai_response_to_anthropic(bad, &st).unwrap_err().status(),
+            502
+        );
     }
 }

@@ -20,8 +20,11 @@ use crate::providers::presets::{preset, Preset, Wire, PRESETS};
 use switchyard_filters::glob::Pattern;
 use switchyard_filters::route::Strategy;
 
+mod control;
+pub use control::{ControlFile, ControlSettings, GpuVendor, Gpus, Profile};
+
 /// The embedded default configuration.
-pub const DEFAULT_CONFIG: &str = include_str!("../conf/switchyard.toml");
+pub const DEFAULT_CONFIG: &str = include_str!("../../conf/switchyard.toml");
 
 /// A secret value (API key, auth header). Its `Debug` and `Display` print `*****`, so it
 /// cannot leak through logs or error messages by accident.
@@ -86,6 +89,9 @@ pub struct FileConfig {
     /// The response cache.
     #[serde(default)]
     pub cache: CacheFile,
+    /// The controller of the local backend's container.
+    #[serde(default)]
+    pub control: ControlFile,
 }
 
 /// A duration written as seconds (`5`, `0.5`) or with a unit (`"500ms"`, `"5s"`, `"2m"`,
@@ -680,7 +686,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn cerr(
+pub(crate) fn cerr(
     path: impl Into<String>,
     value: impl Into<String>,
     reason: impl Into<String>,
@@ -1043,6 +1049,8 @@ pub struct Settings {
     pub quotas: Vec<QuotaSettings>,
     /// `[cache]`
     pub cache: CacheSettings,
+    /// `[control]`
+    pub control: ControlSettings,
 }
 
 fn parse_addr(s: &str, path: &str) -> Result<SocketAddr, ConfigError> {
@@ -1410,6 +1418,28 @@ impl Settings {
                 ));
             }
         }
+        // Out of range is an error naming the field, never a silent clamp.
+        if s.client_read_timeout_secs == 0 {
+            return Err(cerr(
+                "server.client_read_timeout_secs",
+                "0",
+                "must be at least 1",
+            ));
+        }
+        if !(1460..=1 << 20).contains(&s.write_buffer_bytes) {
+            return Err(cerr(
+                "server.write_buffer_bytes",
+                s.write_buffer_bytes.to_string(),
+                "must be between 1460 and 1048576",
+            ));
+        }
+        if s.read_buffer_bytes > 1 << 20 {
+            return Err(cerr(
+                "server.read_buffer_bytes",
+                s.read_buffer_bytes.to_string(),
+                "must be at most 1048576",
+            ));
+        }
         let server = ServerSettings {
             listen: parse_addr(&s.listen, "server.listen")?,
             admin_listen: parse_addr(&s.admin_listen, "server.admin_listen")?,
@@ -1420,13 +1450,13 @@ impl Settings {
             ca_file: s.ca_file.clone(),
             connect_timeout: Duration::from_millis(s.connect_timeout_ms),
             upstream_read_timeout: Duration::from_secs(s.upstream_read_timeout_secs),
-            client_read_timeout: Duration::from_secs(s.client_read_timeout_secs.max(1)),
+            client_read_timeout: Duration::from_secs(s.client_read_timeout_secs),
             upstream_keepalive_pool: s.upstream_keepalive_pool,
             upstream_idle_timeout: Duration::from_secs(s.upstream_idle_timeout_secs),
             shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
             upgrade_sock: s.upgrade_sock.clone(),
-            write_buffer_bytes: s.write_buffer_bytes.clamp(1460, 1 << 20),
-            read_buffer_bytes: s.read_buffer_bytes.min(1 << 20),
+            write_buffer_bytes: s.write_buffer_bytes,
+            read_buffer_bytes: s.read_buffer_bytes,
             client_idle_timeout,
             client_header_timeout,
             client_body_timeout,
@@ -1773,6 +1803,7 @@ impl Settings {
             auth,
             quotas,
             cache,
+            control: f.control.validate()?,
             server,
             local,
             providers,
@@ -1829,6 +1860,13 @@ impl Settings {
                 problems.push(bad_credential(field, "the auth header"));
             }
         }
+        if l.discovery_interval_secs == 0 {
+            return Err(cerr(
+                "local.discovery_interval_secs",
+                "0",
+                "must be at least 1",
+            ));
+        }
         check_patterns(&l.models, "local.models")?;
         check_query_names(&l.forward_query, "local.forward_query")?;
         let messages = l.messages.unwrap_or(match l.kind {
@@ -1841,7 +1879,7 @@ impl Settings {
             auth,
             extra_headers: check_headers(&l.extra_headers, "local.extra_headers")?,
             models: l.models.clone(),
-            discovery_interval: Duration::from_secs(l.discovery_interval_secs.max(1)),
+            discovery_interval: Duration::from_secs(l.discovery_interval_secs),
             forward_query: l.forward_query.clone(),
             messages,
         }))
