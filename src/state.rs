@@ -404,6 +404,12 @@ impl Hub {
         };
         *self.last_runtime_error.lock() = None;
         let before = self.overrides();
+        let became_ready = before.state != o.state && o.state == Some(LocalState::Ready);
+        if became_ready {
+            // A backend coming back may serve other models than before (a model
+            // switch): learn its list before routing to it again.
+            self.discover_before_ready(&o).await;
+        }
         let backend_changed = self.set_overrides(o.clone()).map_err(|e| {
             self.metrics.runtime_config_invalid.inc();
             log::warn!("runtime configuration rejected, keeping the last good one: {e}");
@@ -417,13 +423,6 @@ impl Hub {
                 o.strategy.map_or("(file)", |s| s.as_str())
             );
         }
-        let now_ready = o.state.unwrap_or_default() == LocalState::Ready;
-        let became_ready = before.state != o.state && now_ready;
-        if before.state != o.state && !now_ready {
-            // A backend leaving `ready` may come back with another model: forget the
-            // list so nothing is routed on a stale one.
-            let _ = self.set_discovered(Vec::new());
-        }
         if backend_changed || became_ready {
             // A new host name is resolved now (off the hot path), not at the next
             // periodic refresh.
@@ -431,6 +430,27 @@ impl Hub {
             self.discovery_kick.notify_one();
         }
         Ok(before != o)
+    }
+
+    /// Applies `o` with the state it had before, asks the backend for its models, and
+    /// records them, so the snapshot that says `ready` already has the right list.
+    async fn discover_before_ready(&self, o: &RuntimeOverrides) {
+        let mut pre = o.clone();
+        pre.state = self.overrides().state.or(Some(LocalState::Starting));
+        if self.set_overrides(pre).is_err() {
+            return;
+        }
+        let Ok(Some(l)) = self.local_settings() else {
+            return;
+        };
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .unwrap_or_default();
+        if let Ok(models) = crate::background::discover(&client, &l).await {
+            let _ = self.set_discovered(models);
+        }
     }
 
     /// Copies the connection cap's counters into their metrics (at scrape time).

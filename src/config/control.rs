@@ -17,6 +17,10 @@ pub struct ControlFile {
     pub enabled: bool,
     /// The Docker Engine endpoint: `unix:///path/docker.sock` or `tcp://host:port`.
     pub docker_host: String,
+    /// Which gateway cluster the containers belong to (label `switchyard.instance`):
+    /// replicas sharing one store share it; another cluster on the same engine needs
+    /// its own, or each would remove the other's containers as leftovers.
+    pub instance: String,
     /// Time between health checks of a ready backend.
     pub health_interval: DurationFile,
     /// Consecutive failed checks before the container is restarted.
@@ -47,6 +51,7 @@ impl Default for ControlFile {
         Self {
             enabled: false,
             docker_host: "unix:///var/run/docker.sock".into(),
+            instance: "default".into(),
             health_interval: DurationFile(Duration::from_secs(30)),
             failures_before_restart: 3,
             backoff: [30, 60, 120]
@@ -194,6 +199,8 @@ pub struct ControlSettings {
     pub enabled: bool,
     /// Docker endpoint.
     pub docker_host: String,
+    /// The cluster's label value.
+    pub instance: String,
     /// Health check period when ready.
     pub health_interval: Duration,
     /// Failed checks before a restart.
@@ -313,6 +320,18 @@ impl ControlFile {
                 Ok(d.0)
             }
         };
+        if self.instance.is_empty()
+            || !self
+                .instance
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return Err(cerr(
+                "control.instance",
+                self.instance.as_str(),
+                "letters, digits, `_`, `.` and `-` only",
+            ));
+        }
         let ms = Duration::from_millis;
         let health_interval = positive(&self.health_interval, "control.health_interval", ms(100))?;
         if self.failures_before_restart == 0 || self.failures_before_restart > 100 {
@@ -474,6 +493,7 @@ impl ControlFile {
         Ok(ControlSettings {
             enabled: self.enabled,
             docker_host: self.docker_host.clone(),
+            instance: self.instance.clone(),
             health_interval,
             failures_before_restart: self.failures_before_restart,
             backoff,

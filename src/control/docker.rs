@@ -21,8 +21,8 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use super::engine::MANAGED_LABEL;
 use super::engine::{Container, ContainerSpec, Engine, EngineError, OnProgress, Progress};
+use super::engine::{INSTANCE_LABEL, MANAGED_LABEL};
 use crate::config::{GpuVendor, Gpus};
 
 /// The Docker engine.
@@ -246,9 +246,15 @@ impl Engine for DockerEngine {
         }
     }
 
-    async fn list_managed(&self) -> Result<Vec<Container>, EngineError> {
+    async fn list_managed(&self, instance: &str) -> Result<Vec<Container>, EngineError> {
         let mut filters = HashMap::new();
-        filters.insert("label", vec![format!("{MANAGED_LABEL}=true")]);
+        filters.insert(
+            "label",
+            vec![
+                format!("{MANAGED_LABEL}=true"),
+                format!("{INSTANCE_LABEL}={instance}"),
+            ],
+        );
         let opts = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)

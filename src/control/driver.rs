@@ -21,7 +21,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::docker::DockerEngine;
 use super::engine::{
-    Container, ContainerSpec, Engine, Progress, BACKEND_LABEL, MANAGED_LABEL, MODEL_LABEL,
+    Container, ContainerSpec, Engine, Progress, BACKEND_LABEL, INSTANCE_LABEL, MANAGED_LABEL,
+    MODEL_LABEL,
 };
 use super::hardware::{self, Hardware};
 use super::health;
@@ -155,6 +156,8 @@ struct Inner {
     engine: Mutex<Option<Arc<dyn Engine>>>,
     hardware: Mutex<Option<Hardware>>,
     leader: AtomicBool,
+    /// When this controller was made (unix ms).
+    started_ms: u64,
     metrics: ControlMetrics,
     http: reqwest::Client,
 }
@@ -218,6 +221,7 @@ impl Control {
                 engine: Mutex::new(None),
                 hardware: Mutex::new(None),
                 leader: AtomicBool::new(false),
+                started_ms: unix_ms(),
                 metrics,
                 http,
             }),
@@ -249,6 +253,23 @@ impl Control {
                     )))
                 }
             }
+        }
+        if self.inner.engine.lock().is_none() {
+            // Just started: give the engine connection (and the lease) a moment.
+            let mut rx = self.inner.status.subscribe();
+            let until = tokio::time::Instant::now() + Duration::from_secs(10);
+            while self.inner.engine.lock().is_none()
+                && rx.borrow().last_error.is_none()
+                && tokio::time::timeout_at(until, rx.changed())
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            {}
+        }
+        if self.inner.engine.lock().is_none() {
+            let why = self.inner.status.borrow().last_error.clone();
+            return Err(CommandError::Unavailable(why.unwrap_or_else(|| {
+                "the controller is still connecting to the container engine".into()
+            })));
         }
         if !self.inner.leader.load(Ordering::Relaxed) {
             let d = Desired {
@@ -505,9 +526,14 @@ impl Driver {
                 .await
             {
                 Ok(true) => {
+                    // Commands from before this process started were the previous
+                    // holder's to carry out; later ones (sent while this replica was
+                    // still taking the lease) are ours.
                     if let Ok(Some(d)) = self.store().control_get("desired").await {
                         if let Ok(d) = serde_json::from_str::<Desired>(&d) {
-                            self.seen_desired = d.seq;
+                            if d.seq < self.inner.started_ms {
+                                self.seen_desired = d.seq;
+                            }
                         }
                     }
                     return true;
@@ -546,7 +572,7 @@ impl Driver {
                 model: i.model,
             })
         });
-        let ours = match engine.list_managed().await {
+        let ours = match engine.list_managed(&self.inner.cfg.instance).await {
             Ok(l) => l,
             Err(e) => {
                 log::error!("control: cannot list containers: {e}");
@@ -893,10 +919,6 @@ impl Driver {
                 (RuntimeField::State, state.routing().as_str()),
                 (RuntimeField::Url, url.as_str()),
             ];
-            if state.routing() != crate::state::LocalState::Ready {
-                // Stale model lists must not route to a backend that changes models.
-                let _ = self.inner.hub.set_discovered(Vec::new());
-            }
             if let Err(e) = crate::runtime::set(&self.inner.hub, &changes).await {
                 log::error!("control: routing was not updated: {e}");
             }
@@ -1022,6 +1044,7 @@ impl Ctx {
                 (MANAGED_LABEL.into(), "true".into()),
                 (BACKEND_LABEL.into(), t.backend.as_str().into()),
                 (MODEL_LABEL.into(), t.model.clone()),
+                (INSTANCE_LABEL.into(), self.inner.cfg.instance.clone()),
                 (
                     "switchyard.replica".into(),
                     self.inner.hub.replica_id.clone(),

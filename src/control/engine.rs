@@ -15,6 +15,8 @@ pub const MANAGED_LABEL: &str = "switchyard.managed";
 pub const BACKEND_LABEL: &str = "switchyard.backend";
 /// The model label.
 pub const MODEL_LABEL: &str = "switchyard.model";
+/// The cluster label (`[control] instance`).
+pub const INSTANCE_LABEL: &str = "switchyard.instance";
 
 /// An engine failure, with a message an operator can act on.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -119,8 +121,8 @@ pub trait Engine: Send + Sync {
     async fn pull(&self, image: &str, progress: OnProgress<'_>) -> Result<(), EngineError>;
     /// The container with this name or id, if any.
     async fn inspect(&self, name: &str) -> Result<Option<Container>, EngineError>;
-    /// Every container (running or not) with the managed label.
-    async fn list_managed(&self) -> Result<Vec<Container>, EngineError>;
+    /// Every container (running or not) with the managed label and this instance label.
+    async fn list_managed(&self, instance: &str) -> Result<Vec<Container>, EngineError>;
     /// Creates and starts a container; answers it as inspected after the start.
     async fn create_start(&self, spec: &ContainerSpec) -> Result<Container, EngineError>;
     /// Stops (SIGTERM, then SIGKILL after `grace`) and removes it. A missing one is fine.
