@@ -372,10 +372,10 @@ async fn failing_restarts_walk_the_backoff_to_error_and_retry_recovers() {
     let gw = gateway(&control_section(&scope, &tag, "5s", "")).await;
     select(&gw, "vllm", "m-1").await;
     wait_state(&gw, "ready", None, 60).await;
+    // The image goes first, so every restart fails.
+    assert!(docker(&["rmi", &tag]).0, "untag");
     let id = scope.containers(false).pop().unwrap();
     docker(&["kill", &id]);
-    docker(&["rm", "-f", &id]);
-    assert!(docker(&["rmi", &tag]).0, "untag");
     let s = wait_state(&gw, "error", None, 60).await;
     assert_eq!(s["restarts"], 1, "one restart series: {s}");
     assert!(

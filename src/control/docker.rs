@@ -15,13 +15,13 @@ use bollard::models::{
     RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use super::engine::{Container, ContainerSpec, Engine, EngineError, OnProgress, Progress};
+use super::engine::{Container, ContainerSpec, Death, Engine, EngineError, OnProgress, Progress};
 use super::engine::{INSTANCE_LABEL, MANAGED_LABEL};
 use crate::config::{GpuVendor, Gpus};
 
@@ -341,6 +341,37 @@ impl Engine for DockerEngine {
             }) => Ok(()),
             Err(e) => Err(err("cannot remove the container", &self.host, e)),
         }
+    }
+
+    fn deaths(
+        &self,
+        instance: &str,
+    ) -> futures_util::stream::BoxStream<'static, Result<Death, EngineError>> {
+        let mut filters = HashMap::new();
+        filters.insert("type", vec!["container".to_string()]);
+        filters.insert("event", vec!["die".to_string(), "oom".to_string()]);
+        filters.insert(
+            "label",
+            vec![
+                format!("{MANAGED_LABEL}=true"),
+                format!("{INSTANCE_LABEL}={instance}"),
+            ],
+        );
+        let opts = EventsOptionsBuilder::default().filters(&filters).build();
+        let host = self.host.clone();
+        self.docker
+            .events(Some(opts))
+            .map(move |m| {
+                let m = m.map_err(|e| err("the event stream failed", &host, e))?;
+                let actor = m.actor.unwrap_or_default();
+                let attrs = actor.attributes.unwrap_or_default();
+                Ok(Death {
+                    id: actor.id.unwrap_or_default(),
+                    action: m.action.unwrap_or_default(),
+                    exit_code: attrs.get("exitCode").cloned(),
+                })
+            })
+            .boxed()
     }
 
     async fn exec(

@@ -3,7 +3,9 @@
 //! deadline passes. Answers how many requests were still in flight at the deadline
 //! (the stop that follows cuts them; each gets an error event, not a hang).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::state::Hub;
 
@@ -25,7 +27,7 @@ pub async fn cluster_local_inflight(hub: &Hub) -> i64 {
 /// left at the deadline (0 when drained).
 pub async fn wait(hub: &Hub, settle: Duration, deadline: Instant) -> u64 {
     let settle_until = (Instant::now() + settle).min(deadline);
-    tokio::time::sleep_until(settle_until.into()).await;
+    tokio::time::sleep_until(settle_until).await;
     loop {
         let n = cluster_local_inflight(hub).await;
         if n <= 0 {
@@ -35,6 +37,6 @@ pub async fn wait(hub: &Hub, settle: Duration, deadline: Instant) -> u64 {
             return n as u64;
         }
         let next = (Instant::now() + Duration::from_millis(50)).min(deadline);
-        tokio::time::sleep_until(next.into()).await;
+        tokio::time::sleep_until(next).await;
     }
 }

@@ -10,9 +10,12 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use parking_lot::Mutex;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -281,7 +284,7 @@ impl Control {
                 .hub
                 .tenancy
                 .store()
-                .control_set("desired", &text)
+                .record_set("control:desired", &text)
                 .await
                 .map_err(|e| CommandError::Unavailable(e.to_string()))?;
             return Ok(self.status().await);
@@ -304,7 +307,7 @@ impl Control {
             return mine;
         }
         let store = self.inner.hub.tenancy.store();
-        match store.control_get("status").await {
+        match store.record_get("control:status").await {
             Ok(Some(text)) => match serde_json::from_str::<Status>(&text) {
                 Ok(mut s) => {
                     s.replica = self.inner.hub.replica_id.clone();
@@ -336,7 +339,7 @@ impl Control {
             .hub
             .tenancy
             .store()
-            .control_set("hardware", &text)
+            .record_set("system:hardware", &text)
             .await;
         *self.inner.hardware.lock() = Some(hw.clone());
         Ok(hw)
@@ -447,7 +450,7 @@ impl Driver {
                     Some(r) => { let _ = r.reply.send(Err(CommandError::Unavailable(why.to_string()))); }
                     None => return false,
                 },
-                _ = tokio::time::sleep_until(until.into()) => return true,
+                _ = tokio::time::sleep_until(until) => return true,
                 _ = shutdown.changed() => return false,
             }
         }
@@ -529,7 +532,7 @@ impl Driver {
                     // Commands from before this process started were the previous
                     // holder's to carry out; later ones (sent while this replica was
                     // still taking the lease) are ours.
-                    if let Ok(Some(d)) = self.store().control_get("desired").await {
+                    if let Ok(Some(d)) = self.store().record_get("control:desired").await {
                         if let Ok(d) = serde_json::from_str::<Desired>(&d) {
                             if d.seq < self.inner.started_ms {
                                 self.seen_desired = d.seq;
@@ -551,7 +554,7 @@ impl Driver {
                         }
                         None => return false,
                     },
-                    _ = tokio::time::sleep_until(until.into()) => break,
+                    _ = tokio::time::sleep_until(until) => break,
                     _ = shutdown.changed() => return false,
                 }
             }
@@ -561,7 +564,7 @@ impl Driver {
     /// Adopts what runs: a container of ours running the intended target is probed and
     /// kept; any other container of ours is removed; then the intent is resumed.
     async fn reconcile(&mut self, engine: &Arc<dyn Engine>) {
-        let intent: Option<Intent> = match self.store().control_get("target").await {
+        let intent: Option<Intent> = match self.store().record_get("control:target").await {
             Ok(Some(t)) => serde_json::from_str(&t).ok(),
             _ => None,
         };
@@ -631,6 +634,9 @@ impl Driver {
         lease.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut desired = tokio::time::interval(DESIRED_EVERY);
         desired.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Deaths reported by the engine at once; the probes catch them anyway if the
+        // stream breaks.
+        let mut deaths = engine.deaths(&self.inner.cfg.instance);
         loop {
             self.start_next(engine);
             let wake = self
@@ -651,7 +657,7 @@ impl Driver {
                     let step = self.machine.outcome(ev, Instant::now());
                     self.apply(step).await;
                 }
-                _ = tokio::time::sleep_until(wake.into()) => {
+                _ = tokio::time::sleep_until(wake) => {
                     let step = self.machine.outcome(Event::Tick, Instant::now());
                     self.apply(step).await;
                 }
@@ -665,6 +671,14 @@ impl Driver {
                     }
                 }
                 _ = desired.tick() => self.poll_desired(engine).await,
+                d = deaths.next() => match d {
+                    Some(Ok(d)) => self.on_death(d).await,
+                    Some(Err(e)) => {
+                        log::warn!("control: {e}; container deaths are found by the health checks");
+                        deaths = futures_util::stream::pending().boxed();
+                    }
+                    None => deaths = futures_util::stream::pending().boxed(),
+                },
                 Some(_) = self.jobs.join_next(), if !self.jobs.is_empty() => {}
                 _ = shutdown.changed() => {
                     // The container keeps running; the next start adopts it.
@@ -674,8 +688,24 @@ impl Driver {
         }
     }
 
+    /// The engine reports a container of ours died: if it is the running one, that is
+    /// a failure now, not at the next check.
+    async fn on_death(&mut self, d: super::engine::Death) {
+        let current = self.inner.container.lock().as_ref().map(|c| c.id.clone());
+        if current.as_deref() != Some(d.id.as_str()) {
+            return;
+        }
+        let why = match (d.action.as_str(), d.exit_code) {
+            ("oom", _) => "the container ran out of memory (OOM)".to_string(),
+            (_, Some(code)) => format!("the container exited (exit code {code})"),
+            _ => "the container exited".to_string(),
+        };
+        let step = self.machine.outcome(Event::Down(why), Instant::now());
+        self.apply(step).await;
+    }
+
     async fn poll_desired(&mut self, engine: &Arc<dyn Engine>) {
-        let Ok(Some(text)) = self.store().control_get("desired").await else {
+        let Ok(Some(text)) = self.store().record_get("control:desired").await else {
             return;
         };
         let Ok(d) = serde_json::from_str::<Desired>(&text) else {
@@ -899,7 +929,7 @@ impl Driver {
             .unwrap_or_default(),
             None => "null".into(),
         };
-        if let Err(e) = self.store().control_set("target", &text).await {
+        if let Err(e) = self.store().record_set("control:target", &text).await {
             log::warn!("control: the target was not recorded: {e}");
         }
     }
@@ -925,7 +955,7 @@ impl Driver {
             self.write_intent().await;
         }
         if let Ok(text) = serde_json::to_string(&status) {
-            let _ = self.store().control_set("status", &text).await;
+            let _ = self.store().record_set("control:status", &text).await;
         }
         self.inner.status.send_replace(status);
     }

@@ -107,6 +107,17 @@ pub struct Progress {
     pub total: u64,
 }
 
+/// A container's death as the engine's event stream reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Death {
+    /// The container's id.
+    pub id: String,
+    /// `die` or `oom`.
+    pub action: String,
+    /// The exit code (`die`).
+    pub exit_code: Option<String>,
+}
+
 /// A progress callback.
 pub type OnProgress<'a> = &'a (dyn Fn(Progress) + Send + Sync);
 
@@ -127,6 +138,11 @@ pub trait Engine: Send + Sync {
     async fn create_start(&self, spec: &ContainerSpec) -> Result<Container, EngineError>;
     /// Stops (SIGTERM, then SIGKILL after `grace`) and removes it. A missing one is fine.
     async fn stop_remove(&self, id: &str, grace: Duration) -> Result<(), EngineError>;
+    /// Deaths (`die`, `oom`) of this instance's managed containers, as they happen.
+    fn deaths(
+        &self,
+        instance: &str,
+    ) -> futures_util::stream::BoxStream<'static, Result<Death, EngineError>>;
     /// Runs `cmd` inside the container; (exit code, stdout).
     async fn exec(
         &self,

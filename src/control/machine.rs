@@ -13,7 +13,9 @@
 //! error --retry / select--> pulling
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::config::LocalKind;
 use crate::state::LocalState;
@@ -804,5 +806,55 @@ mod tests {
         let s = m.command(Event::Stop, now).unwrap();
         assert_eq!(m.state, State::Stopping);
         assert_eq!(s.actions, vec![Action::StopContainer]);
+    }
+
+    /// Drives `m` on tokio's clock: sleeps until it wants a tick and answers each probe
+    /// with `answer`, until `until` says stop. Returns the probes made.
+    async fn drive(m: &mut Machine, answer: Event, until: impl Fn(&Machine) -> bool) -> u32 {
+        let mut probes = 0;
+        while !until(m) {
+            tokio::time::sleep_until(m.wake_at().unwrap()).await;
+            let s = m.outcome(Event::Tick, Instant::now());
+            for a in s.actions {
+                if matches!(a, Action::Probe { .. }) {
+                    probes += 1;
+                    m.outcome(answer.clone(), Instant::now());
+                }
+            }
+        }
+        probes
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_start_budget_on_the_paused_clock() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(timings(), t0);
+        m.command(Event::Select(vllm("a")), t0).unwrap();
+        m.outcome(Event::ImageReady, t0);
+        // A slow pull is outside the budget: the clock starts when the container does.
+        tokio::time::advance(Duration::from_secs(600)).await;
+        let created = Instant::now();
+        m.outcome(Event::Created, created);
+        let probes = drive(&mut m, Event::Unhealthy("503".into()), |m| {
+            m.state != State::Starting
+        })
+        .await;
+        assert_eq!(m.state, State::Error);
+        assert_eq!(Instant::now() - created, Duration::from_secs(120));
+        // One probe every 500 ms over 120 s.
+        assert!((239..=241).contains(&probes), "{probes}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn health_checks_every_interval_restart_after_three_failures() {
+        let (mut m, _) = ready(vllm("a"));
+        let t0 = Instant::now();
+        let probes = drive(&mut m, Event::Unhealthy("timeout".into()), |m| {
+            m.state != State::Ready
+        })
+        .await;
+        assert_eq!(probes, 3);
+        assert_eq!(m.state, State::Restarting);
+        assert_eq!(Instant::now() - t0, Duration::from_secs(90));
     }
 }

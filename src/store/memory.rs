@@ -284,15 +284,15 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn control_get(&self, name: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.state.lock().control.get(name).cloned())
+    async fn record_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.state.lock().control.get(key).cloned())
     }
 
-    async fn control_set(&self, name: &str, value: &str) -> Result<(), StoreError> {
+    async fn record_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.state
             .lock()
             .control
-            .insert(name.to_string(), value.to_string());
+            .insert(key.to_string(), value.to_string());
         Ok(())
     }
 

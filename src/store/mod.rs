@@ -249,11 +249,12 @@ pub trait Store: Send + Sync {
     /// Checks reachability (and updates `is_up`).
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// A controller record (`control:<name>`: `status`, `desired`), JSON text.
-    async fn control_get(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// A record of the control plane by key (`control:status`, `control:desired`,
+    /// `control:target`, `system:hardware`), JSON text.
+    async fn record_get(&self, key: &str) -> Result<Option<String>, StoreError>;
 
-    /// Writes a controller record.
-    async fn control_set(&self, name: &str, value: &str) -> Result<(), StoreError>;
+    /// Writes a control-plane record.
+    async fn record_set(&self, key: &str, value: &str) -> Result<(), StoreError>;
 
     /// Takes or renews the controller lease (`control:lease`) for `holder` for `ttl`.
     /// True while `holder` holds it. The in-memory store has one process: always true.

@@ -536,19 +536,14 @@ impl Store for RedisStore {
         Ok(out)
     }
 
-    async fn control_get(&self, name: &str) -> Result<Option<String>, StoreError> {
+    async fn record_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         let mut c = self.conn_any().await?;
-        c.get(self.k(&format!("control:{name}")))
-            .await
-            .map_err(|e| self.fail(e))
+        c.get(self.k(key)).await.map_err(|e| self.fail(e))
     }
 
-    async fn control_set(&self, name: &str, value: &str) -> Result<(), StoreError> {
+    async fn record_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
         let mut c = self.conn_any().await?;
-        let _: () = c
-            .set(self.k(&format!("control:{name}")), value)
-            .await
-            .map_err(|e| self.fail(e))?;
+        let _: () = c.set(self.k(key), value).await.map_err(|e| self.fail(e))?;
         Ok(())
     }
 
