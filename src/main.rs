@@ -78,6 +78,19 @@ fn main() -> ExitCode {
                         s.providers.len(),
                         s.local.as_ref().map_or("none", |l| l.kind.as_str())
                     );
+                    if s.control.enabled {
+                        let c = &s.control;
+                        println!(
+                            "controller on: engine {}, instance {}, images {}",
+                            c.docker_host,
+                            c.instance,
+                            c.profiles
+                                .iter()
+                                .map(|p| format!("{}={}", p.kind.as_str(), p.image))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -465,7 +465,7 @@ impl ControlFile {
                 kind,
                 image,
                 container_name,
-                entrypoint: p.entrypoint,
+                entrypoint: p.entrypoint.filter(|e| !e.is_empty()),
                 args: p
                     .args
                     .unwrap_or_else(|| args.iter().map(|a| a.to_string()).collect()),
@@ -501,9 +501,9 @@ impl ControlFile {
             drain_timeout,
             stop_grace,
             vram_free_timeout: self.vram_free_timeout.0,
-            hardware_file: self.hardware_file.clone(),
+            hardware_file: self.hardware_file.clone().filter(|f| !f.is_empty()),
             hub_url: self.hub_url.trim_end_matches('/').to_string(),
-            recommended_models: self.recommended_models.clone(),
+            recommended_models: self.recommended_models.clone().filter(|f| !f.is_empty()),
             profiles,
         })
     }
