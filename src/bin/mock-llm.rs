@@ -999,6 +999,18 @@ async fn serve(args: Args) -> std::io::Result<()> {
             std::process::exit(1);
         });
     }
+    // As a container's PID 1 no default handler ends it: `docker stop` would wait out
+    // its whole grace period.
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(async {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            term.recv().await;
+            println!("mock-llm stopping on SIGTERM");
+            std::process::exit(0);
+        }
+    });
     let ollama = if args.models.is_empty() {
         Vec::new()
     } else {
