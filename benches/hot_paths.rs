@@ -8,6 +8,8 @@
 //! - rewrite: splicing the model name vs re-serialising the whole body
 //! - usage: `usage_from_tail` (what the proxy uses) and the incremental `UsageScanner`
 //!   vs parsing the whole JSON
+//! - transcode: the dialect stream transcoders per upstream chunk (one content delta
+//!   in, the client's event out), against copying the chunk (what a passthrough does)
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -152,5 +154,55 @@ fn usage(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, head_parse, routing, rewrite, usage);
+/// One OpenAI stream chunk carrying a content delta.
+const OPENAI_CHUNK: &[u8] = b"data: {\"id\":\"chatcmpl-b\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"bench-model\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" token\"},\"finish_reason\":null}]}\n\n";
+/// One Anthropic stream event carrying a text delta.
+const ANTHROPIC_CHUNK: &[u8] = b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" token\"}}\n\n";
+
+// The requests are constants that translate; a failure is a broken benchmark.
+#[allow(clippy::unwrap_used)]
+fn transcode(c: &mut Criterion) {
+    use switchyard_filters::dialect::{
+        anthropic_request_to_openai, openai_request_to_anthropic, AnthropicSseToOpenAi,
+        AnthropicToOpenAi, OpenAiSseToAnthropic, OpenAiToAnthropic,
+    };
+    let mut g = c.benchmark_group("transcode_chunk");
+    // An Anthropic client in front of an OpenAI upstream: OpenAI chunks in.
+    let a_req = br#"{"model":"m","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (_, a_state) = anthropic_request_to_openai(a_req, "m", &AnthropicToOpenAi::default()).unwrap();
+    let mut a2o = OpenAiSseToAnthropic::new(&a_state);
+    let mut out = Vec::with_capacity(4096);
+    // Past the first chunk (message_start, block start) to the steady state.
+    a2o.feed(OPENAI_CHUNK, &mut out);
+    g.bench_function("openai_chunk_to_anthropic", |b| {
+        b.iter(|| {
+            out.clear();
+            a2o.feed(black_box(OPENAI_CHUNK), &mut out);
+            out.len()
+        })
+    });
+    // An OpenAI client in front of an Anthropic upstream: Anthropic events in.
+    let o_req = br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (_, o_state) = openai_request_to_anthropic(o_req, "m", &OpenAiToAnthropic::default()).unwrap();
+    let mut o2a = AnthropicSseToOpenAi::new(&o_state);
+    let start = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_b\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"m\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
+    o2a.feed(start, &mut out);
+    g.bench_function("anthropic_event_to_openai", |b| {
+        b.iter(|| {
+            out.clear();
+            o2a.feed(black_box(ANTHROPIC_CHUNK), &mut out);
+            out.len()
+        })
+    });
+    g.bench_function("passthrough_copy", |b| {
+        b.iter(|| {
+            out.clear();
+            out.extend_from_slice(black_box(OPENAI_CHUNK));
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, head_parse, routing, rewrite, usage, transcode);
 criterion_main!(benches);
