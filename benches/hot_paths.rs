@@ -169,7 +169,8 @@ fn transcode(c: &mut Criterion) {
     let mut g = c.benchmark_group("transcode_chunk");
     // An Anthropic client in front of an OpenAI upstream: OpenAI chunks in.
     let a_req = br#"{"model":"m","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-    let (_, a_state) = anthropic_request_to_openai(a_req, "m", &AnthropicToOpenAi::default()).unwrap();
+    let (_, a_state) =
+        anthropic_request_to_openai(a_req, "m", &AnthropicToOpenAi::default()).unwrap();
     let mut a2o = OpenAiSseToAnthropic::new(&a_state);
     let mut out = Vec::with_capacity(4096);
     // Past the first chunk (message_start, block start) to the steady state.
@@ -183,7 +184,8 @@ fn transcode(c: &mut Criterion) {
     });
     // An OpenAI client in front of an Anthropic upstream: Anthropic events in.
     let o_req = br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-    let (_, o_state) = openai_request_to_anthropic(o_req, "m", &OpenAiToAnthropic::default()).unwrap();
+    let (_, o_state) =
+        openai_request_to_anthropic(o_req, "m", &OpenAiToAnthropic::default()).unwrap();
     let mut o2a = AnthropicSseToOpenAi::new(&o_state);
     let start = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_b\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"m\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
     o2a.feed(start, &mut out);

@@ -153,6 +153,14 @@ impl Metrics {
             cli_sessions: reg(&r, IntGaugeVec::new(Opts::new("switchyard_cli_sessions", "CLI processes by state."), &["provider", "state"]).unwrap()),
             registry: r,
         };
+        // Series a dashboard reads exist from the start (at 0), so a panel shows "none
+        // yet" rather than "no data".
+        for result in ["hit", "miss", "coalesced", "stored", "bypass"] {
+            m.cache.with_label_values(&[result]);
+        }
+        for limit in ["requests", "tokens"] {
+            m.rate_limited.with_label_values(&[limit]);
+        }
         m
     }
 

@@ -218,9 +218,10 @@ pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String
     proxy.add_listener(listener);
 
     let control = crate::control::Control::new(hub.clone(), hub.settings.control.clone());
+    let history = crate::admin::history::History::new();
     let mut admin = Service::new(
         "switchyard-admin".to_string(),
-        Admin::new(hub.clone(), control.clone()),
+        Admin::new(hub.clone(), control.clone(), history.clone()),
     );
     admin.add_tcp(&admin_listen.to_string());
     let discovery = background_service("switchyard-discovery", Discovery::new(hub.clone()));
@@ -236,6 +237,10 @@ pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String
     server.add_service(refresher);
     server.add_service(cli);
     server.add_service(background_service("switchyard-control", control.service()));
+    server.add_service(background_service(
+        "switchyard-history",
+        crate::admin::history::Sampler::new(hub.clone(), history),
+    ));
 
     let scheme = if hub.settings.server.tls.is_some() {
         "https"

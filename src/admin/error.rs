@@ -15,6 +15,8 @@ pub enum AdminError {
     BadRequest(String),
     /// Not found (404): what, and the parameter that named it.
     NotFound(&'static str, String),
+    /// Authenticated, but the call is refused (403).
+    Forbidden(String),
     /// Not possible in the current state (409).
     Conflict(String),
     /// A dependency (store, engine, hub) cannot answer (503).
@@ -33,6 +35,7 @@ impl AdminError {
             Self::BadRequest(m) => (400, m, "invalid_request_error", None, "invalid_admin_request"),
             Self::NotFound(param, m) => (404, m, "invalid_request_error", Some(param), "not_found"),
             Self::Conflict(m) => (409, m, "invalid_request_error", None, "conflict"),
+            Self::Forbidden(m) => (403, m, "permission_error", None, "csrf_failed"),
             Self::Unavailable(m) => (503, m, "service_unavailable", None, "state_unavailable"),
             Self::ControlDisabled => (
                 409,

@@ -26,10 +26,13 @@ use switchyard_filters::error::{error_json, GatewayError};
 
 pub mod error;
 mod health;
+pub mod history;
 mod inference;
 mod keys;
 pub mod reply;
 mod runtime_config;
+pub mod session;
+mod ui;
 
 use crate::control::Control;
 use crate::state::Hub;
@@ -43,6 +46,8 @@ const MAX_ADMIN_BODY: usize = 64 * 1024;
 pub struct Admin {
     hub: Arc<Hub>,
     control: Control,
+    sessions: session::Sessions,
+    history: Arc<history::History>,
 }
 
 /// One call as a handler sees it.
@@ -55,6 +60,8 @@ pub struct Call<'a> {
     pub params: Vec<String>,
     /// The query string (empty without one).
     pub query: String,
+    /// The console session token from the cookie, if any.
+    pub token: Option<String>,
 }
 
 impl Call<'_> {
@@ -135,6 +142,15 @@ macro_rules! route {
 /// Every route of the admin listener. The seed's recovery paths are also served under
 /// `/recovery-api` (the prefix a dashboard proxy adds).
 pub const ROUTES: &[Route] = &[
+    route!("GET", "/", false, ui::to_console),
+    route!("GET", "/ui", false, ui::to_console),
+    route!("POST", "/ui/api/session", false, ui::sign_in),
+    route!("GET", "/ui/api/session", false, ui::session_state),
+    route!("DELETE", "/ui/api/session", true, ui::sign_out),
+    route!("GET", "/admin/history", true, ui::history),
+    route!("GET", "/admin/ui/wizard", true, ui::wizard),
+    route!("PUT", "/admin/ui/wizard", true, ui::wizard_set),
+    route!("GET", "/admin/providers", true, ui::providers),
     route!("GET", "/health", false, health::health),
     route!("GET", "/health/ready", false, health::ready),
     route!("GET", "/health/inflight", false, health::inflight),
@@ -307,6 +323,8 @@ fn find(method: &str, path: &str) -> Result<(&'static Route, Vec<String>), Gatew
             ["POST"] => "POST",
             ["PUT", "DELETE"] => "PUT, DELETE",
             ["GET", "POST"] => "GET, POST",
+            ["POST", "GET", "DELETE"] => "GET, POST, DELETE",
+            ["GET", "PUT"] => "GET, PUT",
             ["DELETE"] => "DELETE",
             _ => "GET, POST, PUT, DELETE",
         };
@@ -318,9 +336,15 @@ fn find(method: &str, path: &str) -> Result<(&'static Route, Vec<String>), Gatew
 }
 
 impl Admin {
-    /// Serves admin requests from `hub`, with the controller `control`.
-    pub fn new(hub: Arc<Hub>, control: Control) -> Self {
-        Self { hub, control }
+    /// Serves admin requests from `hub`, with the controller `control` and the
+    /// console's chart `history`.
+    pub fn new(hub: Arc<Hub>, control: Control, history: Arc<history::History>) -> Self {
+        Self {
+            hub,
+            control,
+            sessions: session::Sessions::default(),
+            history,
+        }
     }
 
     /// Whether the request carries the admin secret (constant-time comparison of
@@ -338,9 +362,30 @@ impl Admin {
                 ),
             )));
         };
-        let given = session
-            .req_header()
-            .headers
+        let headers = &session.req_header().headers;
+        if !headers.contains_key("x-admin-secret") {
+            if let Some(token) = cookie_token(session) {
+                // A console session: state-changing calls also carry its CSRF token.
+                if let Some(csrf) = self.sessions.csrf(&token) {
+                    let method = &session.req_header().method;
+                    let safe = method == http::Method::GET || method == http::Method::HEAD;
+                    let sent = headers
+                        .get("x-csrf-token")
+                        .map(|v| v.as_bytes())
+                        .unwrap_or_default();
+                    if safe || bool::from(sent.ct_eq(csrf.as_bytes())) {
+                        return Ok(());
+                    }
+                    return Err(Box::new(
+                        AdminError::Forbidden(
+                            "missing or wrong X-CSRF-Token for this session".into(),
+                        )
+                        .into_reply(),
+                    ));
+                }
+            }
+        }
+        let given = headers
             .get("x-admin-secret")
             .map(|v| v.as_bytes())
             .unwrap_or_default();
@@ -358,6 +403,12 @@ impl Admin {
     async fn dispatch(&self, session: &mut ServerSession) -> Reply {
         let method = session.req_header().method.as_str().to_string();
         let uri = session.req_header().uri.clone();
+        if method == "GET" || method == "HEAD" {
+            if let Some(r) = ui::file(uri.path()) {
+                let _ = session.drain_request_body().await;
+                return r;
+            }
+        }
         let (route, params) = match find(&method, uri.path()) {
             Ok(r) => r,
             Err(e) => {
@@ -380,12 +431,37 @@ impl Admin {
             body,
             params,
             query: uri.query().unwrap_or("").to_string(),
+            token: cookie_token(session),
         };
-        match (route.handler)(call).await {
+        let mut r = match (route.handler)(call).await {
             Ok(r) => r,
             Err(e) => e.into_reply(),
-        }
+        };
+        // API answers are never cached (they may name keys and state).
+        let h = r.headers_mut();
+        h.insert("cache-control", http::HeaderValue::from_static("no-store"));
+        h.insert(
+            "x-content-type-options",
+            http::HeaderValue::from_static("nosniff"),
+        );
+        h.insert("x-frame-options", http::HeaderValue::from_static("DENY"));
+        h.insert(
+            "referrer-policy",
+            http::HeaderValue::from_static("no-referrer"),
+        );
+        r
     }
+}
+
+/// The console session token of the request's cookie.
+fn cookie_token(session: &ServerSession) -> Option<String> {
+    session
+        .req_header()
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| session::token_of(c).map(str::to_string))
 }
 
 async fn read_body(session: &mut ServerSession) -> Result<BytesMut, AdminError> {

@@ -144,7 +144,12 @@ pub fn recommend(hw: &Hardware, list: &[Curated]) -> Value {
             .partial_cmp(&a["vram_gb"].as_f64())
             .unwrap_or(std::cmp::Ordering::Equal)
     });
-    let model = fits.iter().find(|m| m["category"] != "coding").cloned();
+    // The seed: CPU only gets a small model (the RAM would hold more, the speed would not).
+    let model = if hw.gpus.is_empty() {
+        fits.iter().find(|m| m["category"] == "small").cloned()
+    } else {
+        fits.iter().find(|m| m["category"] != "coding").cloned()
+    };
     json!({
         "backend": backend,
         "model": model,
@@ -207,6 +212,7 @@ mod tests {
         assert!(r["model"]["vram_gb"].as_f64().unwrap() <= 6.0 * 0.9);
         let r = recommend(&hw(None, 0), &list);
         assert_eq!(r["backend"], "ollama");
+        assert_eq!(r["model"]["category"], "small", "CPU only: a small model");
         for m in fitting(&hw(Some("nvidia"), 8192), &list, "vllm") {
             assert!(m["vram_gb"].as_f64().unwrap() <= 7.2);
         }

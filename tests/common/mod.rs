@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod docker;
+
 pub const SWITCHYARD: &str = env!("CARGO_BIN_EXE_switchyard");
 pub const MOCK_LLM: &str = env!("CARGO_BIN_EXE_mock-llm");
 
