@@ -341,15 +341,24 @@ async fn the_console_runs_the_backend_in_a_real_browser() {
         (Some("ready"), Some("m-1")),
         "{s}"
     );
-    // Traffic for the charts.
-    for _ in 0..10 {
-        common::post(&gw.url("/v1/chat/completions"), &common::chat("m-1", false)).await;
-    }
+    // Traffic for the charts, until they have a few points of it.
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let traffic = tokio::spawn({
+        let url = gw.url("/v1/chat/completions");
+        async move {
+            while !*stopped.borrow_and_update() {
+                common::post(&url, &common::chat("m-1", true)).await;
+                common::post(&url, &common::chat("m-1", false)).await;
+            }
+        }
+    });
     b.until(
         "charts with data",
-        "document.querySelectorAll('#charts svg polyline').length >= 1",
+        "(() => { const p = document.querySelector('#charts svg polyline'); return p && p.getAttribute('points').split(' ').length >= 4 && !document.querySelector('#charts svg').getAttribute('aria-label').endsWith(' 0.0'); })()",
     )
     .await;
+    stop.send(true).unwrap();
+    traffic.await.unwrap();
     b.shot("07-overview").await;
 
     // The wizard does not come back once completed.
