@@ -82,7 +82,7 @@ impl MemoryStore {
         }
     }
 
-    /// Settles locally (see [`Store::settle`]).
+    /// Settles locally (the local-bucket half of [`super::Store::finish`]).
     pub fn settle_local(&self, tenant: &str, tokens: Limit, reserved: u64, used: u64) {
         let now = self.now_ms();
         let mut st = self.state.lock();
