@@ -99,6 +99,18 @@ impl Discovery {
                 return;
             }
         };
+        if self.hub.settings.control.manages(local.kind)
+            && self
+                .hub
+                .snapshot_guard()
+                .local
+                .as_ref()
+                .is_none_or(|l| l.state != crate::state::LocalState::Ready)
+        {
+            // The controller's backend has no server to ask until it is ready (and
+            // then the controller's probe has just read the list).
+            return;
+        }
         match discover(client, &local).await {
             Ok(models) => {
                 if last_error.take().is_some() {
