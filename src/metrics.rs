@@ -97,11 +97,47 @@ pub struct Metrics {
     pub cli_wait: HistogramVec,
     /// CLI processes by provider and state.
     pub cli_sessions: IntGaugeVec,
+    declared: Declared,
 }
 
-fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
+/// The exposition type of a metric, for the metadata of families without samples yet.
+pub trait Kind {
+    /// `counter`, `gauge` or `histogram`.
+    const KIND: &'static str;
+}
+impl Kind for IntCounter {
+    const KIND: &'static str = "counter";
+}
+impl Kind for IntCounterVec {
+    const KIND: &'static str = "counter";
+}
+impl Kind for IntGauge {
+    const KIND: &'static str = "gauge";
+}
+impl Kind for IntGaugeVec {
+    const KIND: &'static str = "gauge";
+}
+impl Kind for Histogram {
+    const KIND: &'static str = "histogram";
+}
+impl Kind for HistogramVec {
+    const KIND: &'static str = "histogram";
+}
+
+/// (name, help, type) of every registered family.
+type Declared = Mutex<Vec<(String, String, &'static str)>>;
+
+fn reg<T: prometheus::core::Collector + Clone + Kind + 'static>(
+    r: &Registry,
+    d: &Declared,
+    m: T,
+) -> T {
     // Registration only fails on duplicate names, which are fixed here.
     let _ = r.register(Box::new(m.clone()));
+    for desc in m.desc() {
+        d.lock()
+            .push((desc.fq_name.clone(), desc.help.clone(), T::KIND));
+    }
     m
 }
 
@@ -115,44 +151,47 @@ impl Metrics {
         let hist_vec = |name: &str, help: &str, labels: &[&str], b: &[f64]| {
             HistogramVec::new(HistogramOpts::new(name, help).buckets(b.to_vec()), labels)
         };
+        let d: Declared = Mutex::new(Vec::new());
         // Constructors only fail on invalid names/labels, which are constants here.
         #[allow(clippy::unwrap_used)]
         let m = Self {
-            requests: reg(&r, counter_vec("switchyard_requests_total", "Requests by provider, model, endpoint and status class.", &["provider", "model", "endpoint", "status"]).unwrap()),
-            duration: reg(&r, hist_vec("switchyard_request_duration_seconds", "Request duration from the first byte read to the last byte written.", &["provider", "endpoint"], LATENCY_BUCKETS).unwrap()),
-            upstream_ttfb: reg(&r, hist_vec("switchyard_upstream_ttfb_seconds", "Time from sending the request upstream to its response header.", &["provider"], LATENCY_BUCKETS).unwrap()),
-            ttft: reg(&r, hist_vec("switchyard_time_to_first_token_seconds", "Time from the request to the first streamed body chunk.", &["provider"], LATENCY_BUCKETS).unwrap()),
-            overhead: reg(&r, Histogram::with_opts(HistogramOpts::new("switchyard_gateway_overhead_seconds", "Time inside the gateway before the request is handed to the upstream (parse, filters, routing).").buckets(OVERHEAD_BUCKETS.to_vec())).unwrap()),
-            tokens: reg(&r, counter_vec("switchyard_tokens_total", "Tokens by provider and kind.", &["provider", "kind"]).unwrap()),
-            inflight: reg(&r, IntGaugeVec::new(Opts::new("switchyard_inflight_requests", "Requests in flight by provider."), &["provider"]).unwrap()),
-            upstream_errors: reg(&r, counter_vec("switchyard_upstream_errors_total", "Upstream failures by provider and kind.", &["provider", "kind"]).unwrap()),
-            fallbacks: reg(&r, counter_vec("switchyard_fallbacks_total", "Requests moved to the next candidate, by the provider that failed.", &["provider"]).unwrap()),
-            gateway_errors: reg(&r, counter_vec("switchyard_gateway_errors_total", "Errors answered by the gateway itself, by code.", &["code"]).unwrap()),
-            config_reloads: reg(&r, counter_vec("switchyard_config_reloads_total", "Configuration snapshots built, by result.", &["result"]).unwrap()),
-            local_models: reg(&r, IntGauge::new("switchyard_local_models", "Models the local backend reports.").unwrap()),
-            local_ready: reg(&r, IntGauge::new("switchyard_local_backend_ready", "1 while the local backend is ready.").unwrap()),
-            discovery_failures: reg(&r, IntCounter::new("switchyard_discovery_failures_total", "Local model discoveries that failed.").unwrap()),
-            log_dropped: reg(&r, IntCounter::new("switchyard_access_log_dropped_total", "Access log lines dropped because the writer fell behind.").unwrap()),
-            redis_up: reg(&r, IntGauge::new("switchyard_redis_up", "1 while the shared store is reachable.").unwrap()),
-            cache: reg(&r, counter_vec("switchyard_cache_total", "Response cache outcomes.", &["result"]).unwrap()),
-            rate_limited: reg(&r, counter_vec("switchyard_rate_limited_total", "Requests refused by a rate limit.", &["limit"]).unwrap()),
-            quota_exhausted: reg(&r, counter_vec("switchyard_quota_exhausted_total", "Candidates skipped for a used-up daily quota.", &["provider"]).unwrap()),
-            auth_failures: reg(&r, IntCounter::new("switchyard_auth_failures_total", "Requests refused for a missing or unknown API key.").unwrap()),
-            runtime_config_invalid: reg(&r, IntCounter::new("switchyard_runtime_config_invalid_total", "Runtime configuration values rejected by validation.").unwrap()),
-            provider_disabled: reg(&r, IntGaugeVec::new(Opts::new("switchyard_provider_disabled", "1 for a provider left out (takes no requests), by reason."), &["provider", "reason"]).unwrap()),
-            resends: reg(&r, counter_vec("switchyard_upstream_resends_total", "Requests sent again after an upstream may have received them, by reason.", &["reason"]).unwrap()),
-            client_timeouts: reg(&r, counter_vec("switchyard_client_timeouts_total", "Clients dropped for being too slow, by what they were slow at.", &["kind"]).unwrap()),
-            upstream_cancelled: reg(&r, counter_vec("switchyard_upstream_cancelled_total", "Upstream requests cancelled before their answer was complete, by reason.", &["reason"]).unwrap()),
-            client_connections: reg(&r, IntGauge::new("switchyard_client_connections", "Client connections open on the proxy listener.").unwrap()),
-            client_connections_max: reg(&r, IntGauge::new("switchyard_client_connections_max", "The cap on open client connections (server.max_client_connections).").unwrap()),
-            client_connections_refused: reg(&r, IntCounter::new("switchyard_client_connections_refused_total", "Client connections refused because the cap was reached.").unwrap()),
-            translations: reg(&r, counter_vec("switchyard_translations_total", "Requests translated between API dialects, by direction.", &["direction"]).unwrap()),
-            cli_cold_starts: reg(&r, counter_vec("switchyard_cli_cold_starts_total", "CLI processes started for a request because none was idle.", &["provider"]).unwrap()),
-            cli_restarts: reg(&r, counter_vec("switchyard_cli_restarts_total", "CLI processes that died and were replaced.", &["provider"]).unwrap()),
-            cli_wait: reg(&r, hist_vec("switchyard_cli_wait_seconds", "Time a request waited for a CLI process.", &["provider"], LATENCY_BUCKETS).unwrap()),
-            cli_sessions: reg(&r, IntGaugeVec::new(Opts::new("switchyard_cli_sessions", "CLI processes by state."), &["provider", "state"]).unwrap()),
+            requests: reg(&r, &d, counter_vec("switchyard_requests_total", "Requests by provider, model, endpoint and status class.", &["provider", "model", "endpoint", "status"]).unwrap()),
+            duration: reg(&r, &d, hist_vec("switchyard_request_duration_seconds", "Request duration from the first byte read to the last byte written.", &["provider", "endpoint"], LATENCY_BUCKETS).unwrap()),
+            upstream_ttfb: reg(&r, &d, hist_vec("switchyard_upstream_ttfb_seconds", "Time from sending the request upstream to its response header.", &["provider"], LATENCY_BUCKETS).unwrap()),
+            ttft: reg(&r, &d, hist_vec("switchyard_time_to_first_token_seconds", "Time from the request to the first streamed body chunk.", &["provider"], LATENCY_BUCKETS).unwrap()),
+            overhead: reg(&r, &d, Histogram::with_opts(HistogramOpts::new("switchyard_gateway_overhead_seconds", "Time inside the gateway before the request is handed to the upstream (parse, filters, routing).").buckets(OVERHEAD_BUCKETS.to_vec())).unwrap()),
+            tokens: reg(&r, &d, counter_vec("switchyard_tokens_total", "Tokens by provider and kind.", &["provider", "kind"]).unwrap()),
+            inflight: reg(&r, &d, IntGaugeVec::new(Opts::new("switchyard_inflight_requests", "Requests in flight by provider."), &["provider"]).unwrap()),
+            upstream_errors: reg(&r, &d, counter_vec("switchyard_upstream_errors_total", "Upstream failures by provider and kind.", &["provider", "kind"]).unwrap()),
+            fallbacks: reg(&r, &d, counter_vec("switchyard_fallbacks_total", "Requests moved to the next candidate, by the provider that failed.", &["provider"]).unwrap()),
+            gateway_errors: reg(&r, &d, counter_vec("switchyard_gateway_errors_total", "Errors answered by the gateway itself, by code.", &["code"]).unwrap()),
+            config_reloads: reg(&r, &d, counter_vec("switchyard_config_reloads_total", "Configuration snapshots built, by result.", &["result"]).unwrap()),
+            local_models: reg(&r, &d, IntGauge::new("switchyard_local_models", "Models the local backend reports.").unwrap()),
+            local_ready: reg(&r, &d, IntGauge::new("switchyard_local_backend_ready", "1 while the local backend is ready.").unwrap()),
+            discovery_failures: reg(&r, &d, IntCounter::new("switchyard_discovery_failures_total", "Local model discoveries that failed.").unwrap()),
+            log_dropped: reg(&r, &d, IntCounter::new("switchyard_access_log_dropped_total", "Access log lines dropped because the writer fell behind.").unwrap()),
+            redis_up: reg(&r, &d, IntGauge::new("switchyard_redis_up", "1 while the shared store is reachable.").unwrap()),
+            cache: reg(&r, &d, counter_vec("switchyard_cache_total", "Response cache outcomes.", &["result"]).unwrap()),
+            rate_limited: reg(&r, &d, counter_vec("switchyard_rate_limited_total", "Requests refused by a rate limit.", &["limit"]).unwrap()),
+            quota_exhausted: reg(&r, &d, counter_vec("switchyard_quota_exhausted_total", "Candidates skipped for a used-up daily quota.", &["provider"]).unwrap()),
+            auth_failures: reg(&r, &d, IntCounter::new("switchyard_auth_failures_total", "Requests refused for a missing or unknown API key.").unwrap()),
+            runtime_config_invalid: reg(&r, &d, IntCounter::new("switchyard_runtime_config_invalid_total", "Runtime configuration values rejected by validation.").unwrap()),
+            provider_disabled: reg(&r, &d, IntGaugeVec::new(Opts::new("switchyard_provider_disabled", "1 for a provider left out (takes no requests), by reason."), &["provider", "reason"]).unwrap()),
+            resends: reg(&r, &d, counter_vec("switchyard_upstream_resends_total", "Requests sent again after an upstream may have received them, by reason.", &["reason"]).unwrap()),
+            client_timeouts: reg(&r, &d, counter_vec("switchyard_client_timeouts_total", "Clients dropped for being too slow, by what they were slow at.", &["kind"]).unwrap()),
+            upstream_cancelled: reg(&r, &d, counter_vec("switchyard_upstream_cancelled_total", "Upstream requests cancelled before their answer was complete, by reason.", &["reason"]).unwrap()),
+            client_connections: reg(&r, &d, IntGauge::new("switchyard_client_connections", "Client connections open on the proxy listener.").unwrap()),
+            client_connections_max: reg(&r, &d, IntGauge::new("switchyard_client_connections_max", "The cap on open client connections (server.max_client_connections).").unwrap()),
+            client_connections_refused: reg(&r, &d, IntCounter::new("switchyard_client_connections_refused_total", "Client connections refused because the cap was reached.").unwrap()),
+            translations: reg(&r, &d, counter_vec("switchyard_translations_total", "Requests translated between API dialects, by direction.", &["direction"]).unwrap()),
+            cli_cold_starts: reg(&r, &d, counter_vec("switchyard_cli_cold_starts_total", "CLI processes started for a request because none was idle.", &["provider"]).unwrap()),
+            cli_restarts: reg(&r, &d, counter_vec("switchyard_cli_restarts_total", "CLI processes that died and were replaced.", &["provider"]).unwrap()),
+            cli_wait: reg(&r, &d, hist_vec("switchyard_cli_wait_seconds", "Time a request waited for a CLI process.", &["provider"], LATENCY_BUCKETS).unwrap()),
+            cli_sessions: reg(&r, &d, IntGaugeVec::new(Opts::new("switchyard_cli_sessions", "CLI processes by state."), &["provider", "state"]).unwrap()),
             registry: r,
+            declared: Mutex::new(Vec::new()),
         };
+        *m.declared.lock() = d.into_inner();
         // Series a dashboard reads exist from the start (at 0), so a panel shows "none
         // yet" rather than "no data".
         for result in ["hit", "miss", "coalesced", "stored", "bypass"] {
@@ -169,12 +208,27 @@ impl Metrics {
         &self.registry
     }
 
+    /// Registers `m` here, so it is rendered, with its metadata even before it has a
+    /// sample (for metrics added by other modules).
+    pub fn add<T: prometheus::core::Collector + Clone + Kind + 'static>(&self, m: T) -> T {
+        reg(&self.registry, &self.declared, m)
+    }
+
     /// Prometheus text exposition of these metrics and Pingora's own.
     pub fn render(&self) -> Vec<u8> {
         let mut families = self.registry.gather();
         families.extend(prometheus::gather());
         let mut out = Vec::with_capacity(16 * 1024);
         let _ = TextEncoder::new().encode(&families, &mut out);
+        // A labelled family has no samples until its first event; its metadata says it
+        // exists, so dashboards and alerts naming it are not mistaken for broken.
+        for (name, help, kind) in self.declared.lock().iter() {
+            if !families.iter().any(|f| f.get_name() == name) {
+                out.extend_from_slice(
+                    format!("# HELP {name} {help}\n# TYPE {name} {kind}\n").as_bytes(),
+                );
+            }
+        }
         out
     }
 }
@@ -426,5 +480,22 @@ mod tests {
         let text = String::from_utf8(m.render()).unwrap();
         assert!(text.contains("switchyard_requests_total"));
         assert_eq!(status_class(503), "5xx");
+    }
+
+    #[test]
+    fn families_without_samples_still_have_their_metadata() {
+        let m = Metrics::new();
+        let text = String::from_utf8(m.render()).unwrap();
+        for line in [
+            "# TYPE switchyard_requests_total counter",
+            "# TYPE switchyard_request_duration_seconds histogram",
+            "# TYPE switchyard_inflight_requests gauge",
+        ] {
+            assert!(text.contains(line), "{line} missing");
+        }
+        // Once it has samples it is rendered once, by the encoder.
+        m.requests.with_label_values(&["p", "m", "chat", "2xx"]).inc();
+        let text = String::from_utf8(m.render()).unwrap();
+        assert_eq!(text.matches("# TYPE switchyard_requests_total counter").count(), 1);
     }
 }

@@ -36,33 +36,19 @@ pub struct ControlMetrics {
 impl ControlMetrics {
     /// Creates and registers them in `m`'s registry.
     pub fn new(m: &Metrics) -> Self {
-        let r = m.registry();
-        let reg = |c: Box<dyn prometheus::core::Collector>| {
-            // Only a duplicate name fails, and these names are fixed.
-            let _ = r.register(c);
-        };
         // Constructors only fail on invalid names, which are constants here.
         #[allow(clippy::unwrap_used)]
         let s = Self {
-            state: IntGaugeVec::new(Opts::new("switchyard_control_state", "1 for the local backend's current controller state."), &["state"]).unwrap(),
-            transitions: IntCounterVec::new(Opts::new("switchyard_control_transitions_total", "Controller state transitions."), &["from", "to"]).unwrap(),
-            restarts: IntCounter::new("switchyard_control_restarts_total", "Container restarts after failed health checks or a dead container.").unwrap(),
-            health_failures: IntCounter::new("switchyard_control_health_failures_total", "Failed health checks of a ready backend.").unwrap(),
-            drain_seconds: Histogram::with_opts(HistogramOpts::new("switchyard_control_drain_seconds", "Time from draining to stopping.").buckets(SECONDS.to_vec())).unwrap(),
-            drain_cut: IntCounter::new("switchyard_control_drain_cut_total", "Local requests still in flight when a drain timed out (ended with an error event).").unwrap(),
-            start_seconds: Histogram::with_opts(HistogramOpts::new("switchyard_control_start_seconds", "Time from creating the container to healthy.").buckets(SECONDS.to_vec())).unwrap(),
-            pull_bytes: IntGaugeVec::new(Opts::new("switchyard_control_pull_bytes", "Bytes of the running image or model pull."), &["kind"]).unwrap(),
-            leader: IntGauge::new("switchyard_control_leader", "1 while this replica holds the controller lease.").unwrap(),
+            state: m.add(IntGaugeVec::new(Opts::new("switchyard_control_state", "1 for the local backend's current controller state."), &["state"]).unwrap()),
+            transitions: m.add(IntCounterVec::new(Opts::new("switchyard_control_transitions_total", "Controller state transitions."), &["from", "to"]).unwrap()),
+            restarts: m.add(IntCounter::new("switchyard_control_restarts_total", "Container restarts after failed health checks or a dead container.").unwrap()),
+            health_failures: m.add(IntCounter::new("switchyard_control_health_failures_total", "Failed health checks of a ready backend.").unwrap()),
+            drain_seconds: m.add(Histogram::with_opts(HistogramOpts::new("switchyard_control_drain_seconds", "Time from draining to stopping.").buckets(SECONDS.to_vec())).unwrap()),
+            drain_cut: m.add(IntCounter::new("switchyard_control_drain_cut_total", "Local requests still in flight when a drain timed out (ended with an error event).").unwrap()),
+            start_seconds: m.add(Histogram::with_opts(HistogramOpts::new("switchyard_control_start_seconds", "Time from creating the container to healthy.").buckets(SECONDS.to_vec())).unwrap()),
+            pull_bytes: m.add(IntGaugeVec::new(Opts::new("switchyard_control_pull_bytes", "Bytes of the running image or model pull."), &["kind"]).unwrap()),
+            leader: m.add(IntGauge::new("switchyard_control_leader", "1 while this replica holds the controller lease.").unwrap()),
         };
-        reg(Box::new(s.state.clone()));
-        reg(Box::new(s.transitions.clone()));
-        reg(Box::new(s.restarts.clone()));
-        reg(Box::new(s.health_failures.clone()));
-        reg(Box::new(s.drain_seconds.clone()));
-        reg(Box::new(s.drain_cut.clone()));
-        reg(Box::new(s.start_seconds.clone()));
-        reg(Box::new(s.pull_bytes.clone()));
-        reg(Box::new(s.leader.clone()));
         s.set_state(State::None);
         s
     }
