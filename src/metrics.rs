@@ -494,8 +494,14 @@ mod tests {
             assert!(text.contains(line), "{line} missing");
         }
         // Once it has samples it is rendered once, by the encoder.
-        m.requests.with_label_values(&["p", "m", "chat", "2xx"]).inc();
+        m.requests
+            .with_label_values(&["p", "m", "chat", "2xx"])
+            .inc();
         let text = String::from_utf8(m.render()).unwrap();
-        assert_eq!(text.matches("# TYPE switchyard_requests_total counter").count(), 1);
+        assert_eq!(
+            text.matches("# TYPE switchyard_requests_total counter")
+                .count(),
+            1
+        );
     }
 }

@@ -50,6 +50,8 @@ pub fn image() -> Option<&'static str> {
         )
         .unwrap();
         let (built, out) = docker(&["build", "-q", "-t", IMAGE, dir.path().to_str().unwrap()]);
+        // The image this tag pointed to before is left untagged: remove it.
+        docker(&["image", "prune", "-f", "--filter", "label=switchyard.test=true"]);
         assert!(built, "docker build of the mock-llm image failed: {out}");
         true
     });
