@@ -432,3 +432,85 @@ impl Engine for DockerEngine {
         })?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(gpus: Gpus, vendor: GpuVendor) -> ContainerSpec {
+        ContainerSpec {
+            name: "switchyard-vllm".into(),
+            image: "vllm/vllm-openai:v0.11.0".into(),
+            entrypoint: None,
+            args: vec!["m".into()],
+            env: vec!["HF_TOKEN=x".into()],
+            volumes: vec!["/srv/hf:/root/.cache/huggingface".into()],
+            port: 8000,
+            host_port: 0,
+            host_ip: "127.0.0.1".into(),
+            gpus,
+            vendor,
+            shm_bytes: None,
+            labels: vec![(MANAGED_LABEL.into(), "true".into())],
+            stop_timeout_secs: 30,
+        }
+    }
+
+    #[test]
+    fn nvidia_all_is_docker_run_gpus_all() {
+        let b = create_body(&spec(Gpus::All, GpuVendor::Nvidia));
+        let h = b.host_config.unwrap();
+        let d = &h.device_requests.unwrap()[0];
+        assert_eq!(d.driver.as_deref(), Some("nvidia"));
+        assert_eq!(d.count, Some(-1));
+        assert_eq!(d.device_ids, None);
+        assert_eq!(d.capabilities, Some(vec![vec!["gpu".to_string()]]));
+        assert_eq!(h.ipc_mode.as_deref(), Some("host"));
+        assert_eq!(
+            h.restart_policy.unwrap().name,
+            Some(RestartPolicyNameEnum::NO)
+        );
+        let bind = &h.port_bindings.unwrap()["8000/tcp"].clone().unwrap()[0];
+        assert_eq!(bind.host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(bind.host_port.as_deref(), Some(""), "engine-assigned");
+        assert!(b
+            .env
+            .unwrap()
+            .contains(&"NVIDIA_DRIVER_CAPABILITIES=compute,utility".to_string()));
+        assert_eq!(b.healthcheck.unwrap().test, Some(vec!["NONE".to_string()]));
+        assert_eq!(b.labels.unwrap()[MANAGED_LABEL], "true");
+    }
+
+    #[test]
+    fn device_ids_amd_and_none() {
+        let h = create_body(&spec(
+            Gpus::Ids(vec!["0".into(), "2".into()]),
+            GpuVendor::Nvidia,
+        ))
+        .host_config
+        .unwrap();
+        let d = &h.device_requests.unwrap()[0];
+        assert_eq!(d.count, None);
+        assert_eq!(d.device_ids, Some(vec!["0".to_string(), "2".to_string()]));
+        let h = create_body(&spec(Gpus::All, GpuVendor::Amd))
+            .host_config
+            .unwrap();
+        assert!(h.device_requests.is_none());
+        let devs: Vec<_> = h
+            .devices
+            .unwrap()
+            .into_iter()
+            .filter_map(|d| d.path_on_host)
+            .collect();
+        assert_eq!(devs, vec!["/dev/kfd", "/dev/dri"]);
+        assert_eq!(h.group_add, Some(vec!["video".to_string()]));
+        assert_eq!(h.security_opt, Some(vec!["seccomp=unconfined".to_string()]));
+        let mut s = spec(Gpus::None, GpuVendor::Nvidia);
+        s.shm_bytes = Some(1 << 30);
+        let b = create_body(&s);
+        let h = b.host_config.unwrap();
+        assert!(h.device_requests.is_none() && h.devices.is_none());
+        assert_eq!(h.shm_size, Some(1 << 30));
+        assert!(!b.env.unwrap().iter().any(|e| e.starts_with("NVIDIA_")));
+    }
+}
