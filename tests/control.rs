@@ -215,6 +215,12 @@ async fn start_ready_route_and_stop_leave_nothing() {
     // Published on loopback only.
     let (_, ports) = docker(&["port", &ids[0]]);
     assert!(ports.contains("127.0.0.1:"), "{ports}");
+    // Hardware as detected at start: this engine has no GPU runtime, and says so.
+    let (code, hw) = admin(&gw, "GET", "/admin/hardware", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(hw["docker_gpu_runtime"], false, "{hw}");
+    assert!(hw["cpu_cores"].as_f64().unwrap() >= 1.0, "{hw}");
+    assert!(hw["ram_mib"].as_u64().unwrap() > 0, "{hw}");
     assert_eq!(
         gw.metric_sum("switchyard_control_state", &[("state", "ready")])
             .await,

@@ -193,6 +193,18 @@ impl Engine for DockerEngine {
         self.docker.ping().await.map(|_| ()).map_err(self.e("ping"))
     }
 
+    async fn gpu_runtime(&self) -> Result<bool, EngineError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(self.e("cannot read the engine's info"))?;
+        Ok(info
+            .runtimes
+            .is_some_and(|r| r.keys().any(|k| k.contains("nvidia")))
+            || info.default_runtime.is_some_and(|r| r.contains("nvidia")))
+    }
+
     async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(true),

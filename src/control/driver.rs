@@ -332,7 +332,12 @@ impl Control {
                 return Ok(h);
             }
         }
-        let hw = hardware::detect(self.inner.cfg.hardware_file.as_deref(), None).await?;
+        let engine = self.inner.engine.lock().clone();
+        let runtime = match engine {
+            Some(e) => e.gpu_runtime().await.ok(),
+            None => None,
+        };
+        let hw = hardware::detect(self.inner.cfg.hardware_file.as_deref(), runtime).await?;
         let text = serde_json::to_string(&hw).unwrap_or_default();
         let _ = self
             .inner

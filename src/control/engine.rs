@@ -126,6 +126,8 @@ pub type OnProgress<'a> = &'a (dyn Fn(Progress) + Send + Sync);
 pub trait Engine: Send + Sync {
     /// Whether the engine answers.
     async fn ping(&self) -> Result<(), EngineError>;
+    /// Whether the engine has a GPU runtime (`nvidia` among its runtimes).
+    async fn gpu_runtime(&self) -> Result<bool, EngineError>;
     /// Whether `image` is present locally.
     async fn image_present(&self, image: &str) -> Result<bool, EngineError>;
     /// Pulls `image`, reporting progress.
