@@ -485,16 +485,39 @@ async fn session_cookie(gw: &Gateway) -> (String, String) {
     )
 }
 
+/// One admin call with a session cookie and (optionally) a CSRF token: (status, headers, JSON).
+async fn call(
+    gw: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    cookie: &str,
+    csrf: Option<&str>,
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut r = reqwest::Client::new()
+        .request(method, gw.admin_url(path))
+        .header("cookie", cookie);
+    if let Some(t) = csrf {
+        r = r.header("x-csrf-token", t);
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    (status, headers, r.json().await.unwrap_or(Value::Null))
+}
+
 #[tokio::test]
 async fn sessions_cookies_csrf_and_sign_out() {
+    use reqwest::Method;
     let gw = Gateway::start_with_env(
         "[auth]\nadmin_secret_env = \"CONSOLE_SECRET\"\n",
         &[("CONSOLE_SECRET", SECRET)],
     )
     .await;
-    let c = reqwest::Client::new();
     // The page and its headers.
-    let r = c.get(gw.admin_url("/ui/")).send().await.unwrap();
+    let r = reqwest::get(gw.admin_url("/ui/")).await.unwrap();
     assert_eq!(r.status(), 200);
     let csp = r.headers()["content-security-policy"]
         .to_str()
@@ -508,162 +531,99 @@ async fn sessions_cookies_csrf_and_sign_out() {
     let html = r.text().await.unwrap();
     assert!(html.contains("type=\"password\"") && !html.contains("<script>"));
     assert_eq!(
-        c.get(gw.admin_url("/ui/app.js"))
-            .send()
+        reqwest::get(gw.admin_url("/ui/app.js"))
             .await
             .unwrap()
             .status(),
         200
     );
     // A wrong secret: 401, no cookie.
-    let r = c
-        .post(gw.admin_url("/ui/api/session"))
-        .json(&json!({"secret": "nope"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    assert!(r.headers().get("set-cookie").is_none());
+    let (code, headers, _) = call(
+        &gw,
+        Method::POST,
+        "/ui/api/session",
+        "",
+        None,
+        Some(json!({"secret": "nope"})),
+    )
+    .await;
+    assert_eq!(code, 401);
+    assert!(headers.get("set-cookie").is_none());
     let (cookie, csrf) = session_cookie(&gw).await;
+    let csrf = csrf.as_str();
     // Reads with the cookie alone; writes need the CSRF token too.
-    let r = c
-        .get(gw.admin_url("/admin/keys"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["cache-control"], "no-store");
-    let body = json!({"tenant": "t1"});
-    let r = c
-        .post(gw.admin_url("/admin/keys"))
-        .header("cookie", &cookie)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403, "no CSRF token");
-    let r = c
-        .post(gw.admin_url("/admin/keys"))
-        .header("cookie", &cookie)
-        .header("x-csrf-token", "0".repeat(64))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403, "a wrong CSRF token");
-    let r = c
-        .post(gw.admin_url("/admin/keys"))
-        .header("cookie", &cookie)
-        .header("x-csrf-token", &csrf)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let (code, headers, _) = call(&gw, Method::GET, "/admin/keys", &cookie, None, None).await;
+    assert_eq!(code, 200);
+    assert_eq!(headers["cache-control"], "no-store");
+    let key = || Some(json!({"tenant": "t1"}));
+    let wrong = "0".repeat(64);
+    for (token, want) in [(None, 403), (Some(wrong.as_str()), 403), (Some(csrf), 201)] {
+        let (code, _, v) = call(&gw, Method::POST, "/admin/keys", &cookie, token, key()).await;
+        assert_eq!(code, want, "CSRF token {token:?}: {v}");
+    }
     // The session state gives the CSRF token back to the page (same origin only).
-    let v: Value = c
-        .get(gw.admin_url("/ui/api/session"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(v["signed_in"], true);
-    assert_eq!(v["csrf"], csrf);
+    let (_, _, v) = call(&gw, Method::GET, "/ui/api/session", &cookie, None, None).await;
+    assert_eq!(
+        (v["signed_in"].clone(), v["csrf"].clone()),
+        (json!(true), json!(csrf))
+    );
     assert_eq!(
         v["api_keys_required"], false,
         "the console warns that API keys are off"
     );
     // Sign out: the cookie no longer works.
-    let r = c
-        .delete(gw.admin_url("/ui/api/session"))
-        .header("cookie", &cookie)
-        .header("x-csrf-token", &csrf)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r.headers()["set-cookie"]
+    let (code, headers, _) = call(
+        &gw,
+        Method::DELETE,
+        "/ui/api/session",
+        &cookie,
+        Some(csrf),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(headers["set-cookie"]
         .to_str()
         .unwrap()
         .contains("Max-Age=0"));
-    let r = c
-        .get(gw.admin_url("/admin/keys"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(
+        call(&gw, Method::GET, "/admin/keys", &cookie, None, None)
+            .await
+            .0,
+        401
+    );
     // A forged cookie is nothing.
-    let r = c
-        .get(gw.admin_url("/admin/keys"))
-        .header("cookie", format!("sy_session={}", "a".repeat(64)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    let forged = format!("sy_session={}", "a".repeat(64));
+    assert_eq!(
+        call(&gw, Method::GET, "/admin/keys", &forged, None, None)
+            .await
+            .0,
+        401
+    );
     // History and the wizard state.
     let (cookie, csrf) = session_cookie(&gw).await;
-    let h: Value = c
-        .get(gw.admin_url("/admin/history"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let csrf = Some(csrf.as_str());
+    let (_, _, h) = call(&gw, Method::GET, "/admin/history", &cookie, None, None).await;
     assert_eq!(h["period_ms"], 2000);
-    let w: Value = c
-        .get(gw.admin_url("/admin/ui/wizard"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, _, w) = call(&gw, Method::GET, "/admin/ui/wizard", &cookie, None, None).await;
     assert_eq!(w["completed"], false);
-    let r = c
-        .put(gw.admin_url("/admin/ui/wizard"))
-        .header("cookie", &cookie)
-        .header("x-csrf-token", &csrf)
-        .json(&json!({"completed": true, "step": 5}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let w: Value = c
-        .get(gw.admin_url("/admin/ui/wizard"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let done = Some(json!({"completed": true, "step": 5}));
+    assert_eq!(
+        call(&gw, Method::PUT, "/admin/ui/wizard", &cookie, csrf, done)
+            .await
+            .0,
+        200
+    );
+    let (_, _, w) = call(&gw, Method::GET, "/admin/ui/wizard", &cookie, None, None).await;
     assert_eq!(w["completed"], true);
-    let r = c
-        .put(gw.admin_url("/admin/ui/wizard"))
-        .header("cookie", &cookie)
-        .header("x-csrf-token", &csrf)
-        .json(&json!({"completed": true, "step": 9}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    let bad = Some(json!({"completed": true, "step": 9}));
+    assert_eq!(
+        call(&gw, Method::PUT, "/admin/ui/wizard", &cookie, csrf, bad)
+            .await
+            .0,
+        400
+    );
     // Providers never show a key.
-    let p = c
-        .get(gw.admin_url("/admin/providers"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(!p.contains("sk-"), "{p}");
+    let (_, _, p) = call(&gw, Method::GET, "/admin/providers", &cookie, None, None).await;
+    assert!(!p.to_string().contains("sk-"), "{p}");
 }

@@ -148,21 +148,19 @@ pub async fn seed_switch_model(c: Call<'_>) -> Result<Reply, AdminError> {
 
 /// `GET /admin/hardware`
 pub async fn hardware(c: Call<'_>) -> Result<Reply, AdminError> {
-    let hw = c
-        .admin
-        .control
-        .hardware(false)
-        .await
-        .map_err(AdminError::Unavailable)?;
-    Ok(json_of(200, &hw))
+    hardware_reply(&c, false).await
 }
 
 /// `POST /admin/hardware/detect`: detects again.
 pub async fn hardware_detect(c: Call<'_>) -> Result<Reply, AdminError> {
+    hardware_reply(&c, true).await
+}
+
+async fn hardware_reply(c: &Call<'_>, refresh: bool) -> Result<Reply, AdminError> {
     let hw = c
         .admin
         .control
-        .hardware(true)
+        .hardware(refresh)
         .await
         .map_err(AdminError::Unavailable)?;
     Ok(json_of(200, &hw))
