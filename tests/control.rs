@@ -468,6 +468,26 @@ async fn switching_model_and_backend_under_load_loses_nothing_with_a_fallback() 
     );
 }
 
+/// Starts a stream of `body` on the local backend and waits until it is in flight;
+/// the task answers the whole response text (what arrived, if it was cut).
+async fn stream_in_flight(gw: &Gateway, body: Value) -> tokio::task::JoinHandle<String> {
+    let url = gw.url("/v1/chat/completions");
+    let stream = tokio::spawn(async move {
+        let r = reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap_or_default()
+    });
+    wait_for("the stream in flight", Duration::from_secs(10), || async {
+        (gw.admin_json("/health/inflight").await["local"].as_i64() == Some(1)).then_some(())
+    })
+    .await;
+    stream
+}
+
 #[tokio::test]
 async fn without_fallback_in_flight_finish_and_new_requests_get_a_prompt_503() {
     let Some(img) = image() else { return };
@@ -478,22 +498,7 @@ async fn without_fallback_in_flight_finish_and_new_requests_get_a_prompt_503() {
     select(&gw, "vllm", "m-1").await;
     wait_state(&gw, "ready", Some("m-1"), 60).await;
     // A stream of 16 tokens × 40 ms in flight across the switch.
-    let stream = tokio::spawn({
-        let url = gw.url("/v1/chat/completions");
-        async move {
-            let r = reqwest::Client::new()
-                .post(url)
-                .json(&chat("m-1", true))
-                .send()
-                .await
-                .unwrap();
-            r.text().await.unwrap()
-        }
-    });
-    wait_for("the stream in flight", Duration::from_secs(10), || async {
-        (gw.admin_json("/health/inflight").await["local"].as_i64() == Some(1)).then_some(())
-    })
-    .await;
+    let stream = stream_in_flight(&gw, chat("m-1", true)).await;
     admin(
         &gw,
         "POST",
@@ -537,24 +542,9 @@ async fn a_stream_longer_than_the_drain_timeout_ends_with_an_error_event_and_is_
     let gw = gateway(&section).await;
     select(&gw, "vllm", "m-1").await;
     wait_state(&gw, "ready", Some("m-1"), 60).await;
-    let stream = tokio::spawn({
-        let url = gw.url("/v1/chat/completions");
-        async move {
-            let mut body = chat("m-1", true);
-            body["max_tokens"] = json!(200);
-            let r = reqwest::Client::new()
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            r.text().await.unwrap_or_default()
-        }
-    });
-    wait_for("the stream in flight", Duration::from_secs(10), || async {
-        (gw.admin_json("/health/inflight").await["local"].as_i64() == Some(1)).then_some(())
-    })
-    .await;
+    let mut body = chat("m-1", true);
+    body["max_tokens"] = json!(200);
+    let stream = stream_in_flight(&gw, body).await;
     admin(&gw, "POST", "/admin/inference/stop", None).await;
     let text = tokio::time::timeout(Duration::from_secs(30), stream)
         .await
