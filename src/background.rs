@@ -366,3 +366,24 @@ impl BackgroundService for Refresher {
         }
     }
 }
+
+/// Runs the store's upkeep ([`crate::store::Store::maintain`]) as a background service,
+/// so that shutdown waits for the slices it gives back.
+pub struct StoreUpkeep {
+    hub: Arc<Hub>,
+}
+
+impl StoreUpkeep {
+    /// The upkeep of `hub`'s store.
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self { hub }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for StoreUpkeep {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let store = self.hub.tenancy.store().clone();
+        store.maintain(shutdown).await;
+    }
+}

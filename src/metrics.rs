@@ -58,6 +58,17 @@ pub struct Metrics {
     pub log_dropped: IntCounter,
     /// 1 while the shared store (Redis) is reachable; always 1 for the in-memory store.
     pub redis_up: IntGauge,
+    /// `switchyard_redis_calls_total{call}`: commands (and script calls) the gateway sent
+    /// to Redis, by what for.
+    pub redis_calls: IntCounterVec,
+    /// `switchyard_cache_mirror_keys`: cache keys this replica knows exist in Redis.
+    pub cache_mirror_keys: IntGauge,
+    /// `switchyard_cache_mirror_synced`: 1 while this replica's cache mirror follows every
+    /// store (a key it does not know is absent).
+    pub cache_mirror_synced: IntGauge,
+    /// `switchyard_ratelimit_slices_held`: tenants with a rate-limit slice held by this
+    /// replica (given back after a second idle).
+    pub ratelimit_slices_held: IntGauge,
     /// Cache outcomes: `hit`, `miss`, `coalesced`, `stored`, `bypass`.
     pub cache: IntCounterVec,
     /// Requests refused by rate limits, by limit (`requests` | `tokens`).
@@ -171,6 +182,10 @@ impl Metrics {
             discovery_failures: reg(&r, &d, IntCounter::new("switchyard_discovery_failures_total", "Local model discoveries that failed.").unwrap()),
             log_dropped: reg(&r, &d, IntCounter::new("switchyard_access_log_dropped_total", "Access log lines dropped because the writer fell behind.").unwrap()),
             redis_up: reg(&r, &d, IntGauge::new("switchyard_redis_up", "1 while the shared store is reachable.").unwrap()),
+            redis_calls: reg(&r, &d, counter_vec("switchyard_redis_calls_total", "Calls the gateway sent to Redis (a script call counts once), by purpose.", &["call"]).unwrap()),
+            cache_mirror_keys: reg(&r, &d, IntGauge::new("switchyard_cache_mirror_keys", "Cache keys this replica knows exist in Redis (its mirror of the cache).").unwrap()),
+            cache_mirror_synced: reg(&r, &d, IntGauge::new("switchyard_cache_mirror_synced", "1 while this replica's cache mirror follows every store, so a miss needs no lookup.").unwrap()),
+            ratelimit_slices_held: reg(&r, &d, IntGauge::new("switchyard_ratelimit_slices_held", "Tenants with a slice of their shared rate limit held by this replica.").unwrap()),
             cache: reg(&r, &d, counter_vec("switchyard_cache_total", "Response cache outcomes.", &["result"]).unwrap()),
             rate_limited: reg(&r, &d, counter_vec("switchyard_rate_limited_total", "Requests refused by a rate limit.", &["limit"]).unwrap()),
             quota_exhausted: reg(&r, &d, counter_vec("switchyard_quota_exhausted_total", "Candidates skipped for a used-up daily quota.", &["provider"]).unwrap()),

@@ -235,6 +235,10 @@ pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String
     server.add_service(admin);
     server.add_service(discovery);
     server.add_service(refresher);
+    server.add_service(background_service(
+        "switchyard-store-upkeep",
+        crate::background::StoreUpkeep::new(hub.clone()),
+    ));
     server.add_service(cli);
     server.add_service(background_service("switchyard-control", control.service()));
     server.add_service(background_service(

@@ -33,7 +33,7 @@ use crate::providers::http::{
 pub use crate::providers::http::{Target, Upstream, CREDENTIAL_INVALID, KEY_ENV_UNSET};
 use crate::providers::presets::{preset, Wire};
 use crate::store::memory::MemoryStore;
-use crate::store::redis::RedisStore;
+use crate::store::redis::{MirrorSettings, RedisStore, StoreMetrics};
 use crate::store::{RuntimeValues, Store};
 use crate::tenancy::Tenancy;
 
@@ -290,6 +290,10 @@ fn default_replica_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// The most cache keys a replica's mirror of the Redis cache records (about 50 bytes
+/// each; beyond, lookups of unknown keys go to Redis).
+pub const MIRROR_MAX_KEYS: usize = 1 << 20;
+
 /// Prefers an IPv4 address: local servers often listen on 0.0.0.0 only.
 fn pick_addr(addrs: impl Iterator<Item = SocketAddr>) -> Option<SocketAddr> {
     let all: Vec<SocketAddr> = addrs.collect();
@@ -307,7 +311,18 @@ impl Hub {
                 r.url.expose(),
                 &r.key_prefix,
                 r.timeout,
-                metrics.redis_up.clone(),
+                StoreMetrics {
+                    up: metrics.redis_up.clone(),
+                    calls: metrics.redis_calls.clone(),
+                    mirror_keys: metrics.cache_mirror_keys.clone(),
+                    mirror_synced: metrics.cache_mirror_synced.clone(),
+                    slices_held: metrics.ratelimit_slices_held.clone(),
+                },
+                settings.cache.enabled.then_some(MirrorSettings {
+                    max_ttl: settings.cache.ttl,
+                    max_bytes: settings.cache.max_memory_bytes,
+                    max_keys: MIRROR_MAX_KEYS,
+                }),
             )?),
         };
         if settings.redis.is_none() {

@@ -303,7 +303,8 @@ impl Tenancy {
         Ok(removed)
     }
 
-    /// Rate-limits a request and reads its cache entry in one store round trip. With the
+    /// Rate-limits a request and reads its cache entry (at most one store round trip,
+    /// usually none: see [`crate::store::redis`]). With the
     /// store down: `fail-open` limits in this replica's memory (no cache); `fail-closed`
     /// refuses limited tenants with 503 (unlimited tenants pass, without cache).
     pub async fn admit(
@@ -320,6 +321,7 @@ impl Tenancy {
                 },
                 cached: None,
                 reserved: 0,
+                fallback: false,
             });
         }
         match self.store.admit(args).await {
@@ -331,6 +333,7 @@ impl Tenancy {
                 },
                 cached: None,
                 reserved: 0,
+                fallback: false,
             }),
             Err(_) => match self.on_outage {
                 OnOutage::FailOpen => {
@@ -338,27 +341,36 @@ impl Tenancy {
                         cache_key: None,
                         ..*args
                     };
-                    Ok(self.fallback.admit_local(&local))
+                    Ok(AdmitResult {
+                        fallback: true,
+                        ..self.fallback.admit_local(&local)
+                    })
                 }
                 OnOutage::FailClosed => Err(GatewayError::StateUnavailable),
             },
         }
     }
 
-    /// After a response: settles the token reservation and stores the answer, in one
-    /// store round trip (best effort: a failure only loses accuracy; the settlement
-    /// then happens in this replica's memory, and nothing is stored).
+    /// After a response: settles the token reservation and stores the answer (best
+    /// effort: a store that cannot be reached loses the answer, not the settlement,
+    /// which happens where the reservation was taken). Returns whether it all happened.
     pub async fn finish(&self, f: &Finish<'_>) -> bool {
-        match self.store.finish(f).await {
-            Ok(()) => true,
-            Err(_) => {
-                if f.reserved > 0 {
-                    self.fallback
-                        .settle_local(f.tenant, f.tokens, f.reserved, f.used);
-                }
-                false
+        if f.fallback {
+            if f.reserved > 0 {
+                self.fallback
+                    .settle_local(f.tenant, f.tokens, f.reserved, f.used);
             }
+            if f.store.is_none() {
+                return true;
+            }
+            let rest = Finish {
+                reserved: 0,
+                fallback: false,
+                ..f.clone()
+            };
+            return self.store.finish(&rest).await.is_ok();
         }
+        self.store.finish(f).await.is_ok()
     }
 
     /// Whether `provider` has a daily quota.

@@ -154,6 +154,8 @@ pub(super) struct TenantState {
     pub(super) admission: Option<Admission>,
     /// Tokens reserved, settled in `logging`.
     pub(super) reserved: u64,
+    /// The reservation came from this replica's fallback buckets (store down).
+    pub(super) fallback: bool,
 }
 
 /// The response cache's part of a request.

@@ -197,6 +197,7 @@ impl Gateway {
                 },
                 used,
                 store: entry,
+                fallback: ctx.tenancy.fallback,
             };
             if f.reserved > 0 || stored {
                 let done = t.finish(&f).await;

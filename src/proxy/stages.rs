@@ -8,7 +8,7 @@
 //! head             the fields routing needs (400), the model (400, 403)
 //! route            the candidates (404)
 //! cache            cacheable? its key
-//! admit            rate limits and the cache lookup in one store round trip (429)
+//! admit            rate limits and the cache lookup, at most one store round trip (429)
 //! candidates       none left: 503
 //! cache hit        the stored answer
 //! coalesce         lead the identical requests in flight, or follow one
@@ -348,8 +348,8 @@ impl Gateway {
         }
     }
 
-    /// Rate limits and the cache lookup, in one store round trip. Goes on with the
-    /// stored answer, if there is one.
+    /// Rate limits and the cache lookup (at most one store round trip, usually none).
+    /// Goes on with the stored answer, if there is one.
     async fn admit(&self, ctx: &mut Ctx, tenant: &Arc<Tenant>) -> Step<Option<Bytes>> {
         let lookup_key = ctx.cache.key.as_deref().filter(|_| ctx.cache.policy.lookup);
         let args = AdmitArgs {
@@ -365,6 +365,7 @@ impl Gateway {
         };
         ctx.tenancy.admission = Some(admitted.admission);
         ctx.tenancy.reserved = admitted.reserved;
+        ctx.tenancy.fallback = admitted.fallback;
         if !admitted.admission.allowed {
             let limit = admitted.admission.refused_by.unwrap_or("requests");
             self.hub

@@ -79,6 +79,7 @@ impl MemoryStore {
             } else {
                 0
             },
+            fallback: false,
         }
     }
 

@@ -8,8 +8,9 @@
 //!
 //! | key | type | meaning |
 //! |---|---|---|
-//! | `rl:{tenant}:req`, `rl:{tenant}:tok` | hash `l`,`t` | token buckets (TTL: until full) |
+//! | `rl:{tenant}:req`, `rl:{tenant}:tok` | hash `l`,`t` | token buckets (TTL: until full), taken in slices |
 //! | `cache:{tenant}:<sha256>` / `cache:{global}:<sha256>` | string | cached answers (TTL) |
+//! | `cache:announce` | Pub/Sub channel | `<ttl ms> <key>` for every answer stored |
 //! | `quota:{provider}:<yyyymmdd>` | hash `req`,`tok` | daily quota counters (TTL 2 days) |
 //! | `keys:<sha256 of key>` | string (JSON) | tenant record of an API key |
 //! | `keys:index` | set | hashes of all API keys |
@@ -18,7 +19,9 @@
 //! | `inflight:<replica>` | string | a replica's local-backend in-flight count (TTL) |
 //! | `inflight:replicas` | set | replicas that published a count |
 
+pub mod lease;
 pub mod memory;
+pub mod mirror;
 pub mod redis;
 
 use std::time::Duration;
@@ -85,6 +88,9 @@ pub struct AdmitResult {
     /// Tokens taken from the token bucket (0 on a cache hit: it costs no upstream
     /// tokens and needs no settlement).
     pub reserved: u64,
+    /// Whether the decision came from this replica's fallback buckets (the store was
+    /// down): the settlement then goes there too.
+    pub fallback: bool,
 }
 
 /// What happens after a response, in one round trip.
@@ -100,6 +106,8 @@ pub struct Finish<'a> {
     pub used: u64,
     /// An answer to store: (`{scope}:<hash>`, entry, TTL).
     pub store: Option<(&'a str, Bytes, Duration)>,
+    /// The reservation came from the fallback buckets ([`AdmitResult::fallback`]).
+    pub fallback: bool,
 }
 
 /// The runtime configuration values as stored (strings; validated by the caller).
@@ -169,7 +177,8 @@ impl RuntimeField {
 /// How long quota counters live.
 pub const QUOTA_TTL: Duration = Duration::from_secs(2 * 86_400);
 
-/// Shared state. Every call is one round trip to Redis (or a short lock in memory).
+/// Shared state. Every call is at most one round trip to Redis (or a short lock in
+/// memory); `admit` and `finish` need none for most requests (see [`redis`]).
 #[async_trait]
 pub trait Store: Send + Sync {
     /// `memory` or `redis`.
@@ -245,6 +254,11 @@ pub trait Store: Send + Sync {
 
     /// Every replica's published count.
     async fn inflight_cluster(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Background upkeep, until `shutdown` says stop (the Redis store follows the cache
+    /// announcements and gives back unused rate-limit slices; at shutdown it gives back
+    /// every slice). The default has nothing to do.
+    async fn maintain(&self, _shutdown: pingora_core::server::ShutdownWatch) {}
 
     /// Checks reachability (and updates `is_up`).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -1,38 +1,54 @@
 //! The Redis store: any number of replicas share limits, quotas, cache, keys, runtime
-//! configuration and in-flight counts. Each decision is one round trip; the rate limit
-//! and the cache lookup are one `EVALSHA` of `ratelimit.lua` (versioned in the repo,
-//! using the server's `TIME`).
+//! configuration and in-flight counts.
+//!
+//! The request path is built to need almost no round trips under a steady load:
+//! - **Rate limits** are taken in slices ([`super::lease`]): one `EVALSHA` of
+//!   `lease.lua` takes the request's need plus an extra that later requests are admitted
+//!   from locally; token settlement happens on the local balance; unused slices go back
+//!   after a second. Near the limit the slices shrink to the need, so the limit is exact
+//!   across replicas.
+//! - **Cache lookups** are answered by the mirror ([`super::mirror`]): every store
+//!   announces its key on a Pub/Sub channel, so a replica knows which keys exist (a miss
+//!   needs no call) and holds the hot answers (a repeated hit needs none either).
+//! - **Storing an answer** is one `EVALSHA` of `store.lua` (`SET` + `PUBLISH`), behind
+//!   the response.
 //!
 //! Connections: one multiplexed, self-reconnecting connection per worker thread,
 //! created on that thread's runtime, so a request never waits on another thread's I/O
-//! driver. When a call fails for connectivity, the store is marked down: hot-path calls
-//! then fail at once (no timeout per request) until [`Store::ping`] — called by the
-//! refresher every second while down — succeeds again.
+//! driver; the subscription has its own. When a call fails for connectivity, the store
+//! is marked down: hot-path calls then fail at once (no timeout per request) until
+//! [`Store::ping`] — called by the refresher every second while down — succeeds again.
+//! Every call the gateway sends is counted in `switchyard_redis_calls_total{call}`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::ThreadId;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use parking_lot::Mutex;
-use prometheus::IntGauge;
+use pingora_core::server::ShutdownWatch;
+use prometheus::{IntCounter, IntCounterVec, IntGauge};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, Value};
 use switchyard_filters::bucket::{Admission, BucketStatus, Limit};
 
+use super::lease::{Ask, Grant, Leases, Need, SLICE_DIVISOR};
+use super::mirror::{CacheMirror, Lookup};
 use super::{
     AdmitArgs, AdmitResult, Finish, RuntimeField, RuntimeValues, Store, StoreError, TenantRecord,
     QUOTA_TTL,
 };
 
-const RATELIMIT_LUA: &str = include_str!("ratelimit.lua");
-const FINISH_LUA: &str = include_str!("finish.lua");
+const LEASE_LUA: &str = include_str!("lease.lua");
+const STORE_LUA: &str = include_str!("store.lua");
+const LOOKUP_LUA: &str = include_str!("lookup.lua");
 const QUOTA_LUA: &str = include_str!("quota.lua");
 /// Takes the controller lease if free, renews it if `holder` has it (one round trip, so
 /// two replicas never both believe they hold it).
-const LEASE_LUA: &str = r"
+const CONTROL_LEASE_LUA: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur == false then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -44,6 +60,95 @@ end
 return 0
 ";
 
+/// The calls the store sends, for `switchyard_redis_calls_total{call}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// A rate-limit slice (`lease.lua`, with the cache lookup when it was unknown).
+    Lease,
+    /// An unused slice given back.
+    GiveBack,
+    /// A cache lookup the mirror could not answer.
+    Lookup,
+    /// An answer stored (`store.lua`).
+    Store,
+    /// The mirror's subscription and resync (`SUBSCRIBE`, `SCAN`).
+    Mirror,
+    /// Daily quotas.
+    Quota,
+    /// API keys.
+    Keys,
+    /// Runtime configuration.
+    Runtime,
+    /// In-flight counts.
+    Inflight,
+    /// Control-plane records and the controller lease.
+    Control,
+    /// Reachability checks.
+    Ping,
+}
+
+impl Call {
+    /// Every call, in label order.
+    pub const ALL: [Call; 11] = [
+        Call::Lease,
+        Call::GiveBack,
+        Call::Lookup,
+        Call::Store,
+        Call::Mirror,
+        Call::Quota,
+        Call::Keys,
+        Call::Runtime,
+        Call::Inflight,
+        Call::Control,
+        Call::Ping,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Call::Lease => "lease",
+            Call::GiveBack => "give_back",
+            Call::Lookup => "lookup",
+            Call::Store => "store",
+            Call::Mirror => "mirror",
+            Call::Quota => "quota",
+            Call::Keys => "keys",
+            Call::Runtime => "runtime",
+            Call::Inflight => "inflight",
+            Call::Control => "control",
+            Call::Ping => "ping",
+        }
+    }
+}
+
+/// The metrics the store keeps.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    /// `switchyard_redis_up`.
+    pub up: IntGauge,
+    /// `switchyard_redis_calls_total{call}`.
+    pub calls: IntCounterVec,
+    /// `switchyard_cache_mirror_keys`: keys the mirror knows.
+    pub mirror_keys: IntGauge,
+    /// `switchyard_cache_mirror_synced`: 1 while a key the mirror does not know is known
+    /// absent.
+    pub mirror_synced: IntGauge,
+    /// `switchyard_ratelimit_slices_held`: tenants with a rate-limit slice held here.
+    pub slices_held: IntGauge,
+}
+
+/// How the store keeps its mirror of the response cache.
+#[derive(Debug, Clone, Copy)]
+pub struct MirrorSettings {
+    /// The longest TTL an entry is stored with (keys found by a resync are assumed to
+    /// live that long: at worst one lookup that misses).
+    pub max_ttl: Duration,
+    /// The budget of the answers held in memory.
+    pub max_bytes: usize,
+    /// The most keys the index records (beyond: lookups go to Redis).
+    pub max_keys: usize,
+}
+
 /// The Redis store.
 pub struct RedisStore {
     client: redis::Client,
@@ -52,21 +157,35 @@ pub struct RedisStore {
     conns: Mutex<HashMap<ThreadId, ConnectionManager>>,
     up: AtomicBool,
     up_gauge: IntGauge,
-    ratelimit: Script,
-    finish: Script,
+    calls: Vec<IntCounter>,
+    mirror_keys: IntGauge,
+    mirror_synced: IntGauge,
+    slices_held: IntGauge,
+    started: Instant,
+    leases: Mutex<Leases>,
+    /// `None` with the cache off: nothing to look up, no subscription.
+    mirror: Option<CacheMirror>,
+    mirror_ttl_ms: u64,
+    channel: String,
+    lease_script: Script,
+    store_script: Script,
+    lookup_script: Script,
     quota: Script,
-    lease: Script,
+    control_lease: Script,
 }
 
 impl RedisStore {
     /// A store for `url` (`redis://[:password@]host:port[/db]`); keys get `prefix`.
-    /// Connects lazily: the gateway starts even when Redis is down.
+    /// Connects lazily: the gateway starts even when Redis is down. With `mirror`, the
+    /// response cache is mirrored locally (the cache is on).
     pub fn new(
         url: &str,
         prefix: &str,
         timeout: Duration,
-        up_gauge: IntGauge,
+        metrics: StoreMetrics,
+        mirror: Option<MirrorSettings>,
     ) -> Result<Self, String> {
+        let up_gauge = metrics.up;
         let client =
             redis::Client::open(url).map_err(|e| format!("invalid redis url ({:?})", e.kind()))?;
         up_gauge.set(0);
@@ -77,11 +196,29 @@ impl RedisStore {
             conns: Mutex::new(HashMap::new()),
             up: AtomicBool::new(false),
             up_gauge,
-            ratelimit: Script::new(RATELIMIT_LUA),
-            finish: Script::new(FINISH_LUA),
+            calls: Call::ALL
+                .iter()
+                .map(|c| metrics.calls.with_label_values(&[c.label()]))
+                .collect(),
+            mirror_keys: metrics.mirror_keys,
+            mirror_synced: metrics.mirror_synced,
+            slices_held: metrics.slices_held,
+            started: Instant::now(),
+            leases: Mutex::new(Leases::new()),
+            mirror: mirror.map(|m| CacheMirror::new(m.max_keys, m.max_bytes)),
+            mirror_ttl_ms: mirror.map_or(0, |m| m.max_ttl.as_millis() as u64),
+            channel: format!("{prefix}cache:announce"),
+            lease_script: Script::new(LEASE_LUA),
+            store_script: Script::new(STORE_LUA),
+            lookup_script: Script::new(LOOKUP_LUA),
             quota: Script::new(QUOTA_LUA),
-            lease: Script::new(LEASE_LUA),
+            control_lease: Script::new(CONTROL_LEASE_LUA),
         })
+    }
+
+    /// Milliseconds on this process' monotonic clock (leases and the mirror).
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     fn k(&self, suffix: &str) -> String {
@@ -120,14 +257,17 @@ impl RedisStore {
     }
 
     /// This thread's connection (hot path: fails at once while the store is down).
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    async fn conn(&self, call: Call) -> Result<ConnectionManager, StoreError> {
         if !self.up.load(Ordering::Relaxed) {
             return Err(StoreError::Unavailable("redis is down".into()));
         }
-        self.conn_any().await
+        self.conn_any(call).await
     }
 
-    async fn conn_any(&self) -> Result<ConnectionManager, StoreError> {
+    /// This thread's connection, also while the store is believed down; counts the call
+    /// it is taken for.
+    async fn conn_any(&self, call: Call) -> Result<ConnectionManager, StoreError> {
+        self.calls[call as usize].inc();
         let tid = std::thread::current().id();
         if let Some(c) = self.conns.lock().get(&tid) {
             return Ok(c.clone());
@@ -164,17 +304,393 @@ impl RedisStore {
         c: &mut ConnectionManager,
         set: &str,
         value_prefix: &str,
+        call: Call,
     ) -> Result<Vec<(String, Option<T>)>, StoreError> {
         let members: Vec<String> = c.smembers(self.k(set)).await.map_err(|e| self.fail(e))?;
         if members.is_empty() {
             return Ok(Vec::new());
         }
+        self.calls[call as usize].inc();
         let keys: Vec<String> = members
             .iter()
             .map(|m| self.k(&format!("{value_prefix}{m}")))
             .collect();
         let vals: Vec<Option<T>> = c.mget(&keys).await.map_err(|e| self.fail(e))?;
         Ok(members.into_iter().zip(vals).collect())
+    }
+}
+
+/// Whether a cache key (`{scope}:<hash>`) shares the tenant's hash tag (one cluster slot
+/// with its buckets, so the lookup can join the slice's script).
+fn same_slot(key: &str, tenant: &str) -> bool {
+    key.strip_prefix('{')
+        .and_then(|k| k.strip_prefix(tenant))
+        .is_some_and(|k| k.starts_with('}'))
+}
+
+fn allowed() -> Admission {
+    Admission {
+        allowed: true,
+        ..Admission::default()
+    }
+}
+
+impl RedisStore {
+    /// Admission from the local slice when it covers the request, from a new slice
+    /// otherwise; the cache from the mirror when it knows, from Redis otherwise (in the
+    /// slice's call when one is made).
+    async fn admit_sliced(&self, a: &AdmitArgs<'_>) -> Result<AdmitResult, StoreError> {
+        if !self.is_up() {
+            // The outage policy decides while Redis is known down, as it would without
+            // slices (a slice held is kept, and used or given back once Redis is back).
+            return Err(StoreError::Unavailable("redis is down".into()));
+        }
+        let now = self.now_ms();
+        let (mut cached, mut unknown) = (None, None);
+        if let Some(k) = a.cache_key {
+            match self
+                .mirror
+                .as_ref()
+                .map_or(Lookup::Unknown, |m| m.lookup(k, now))
+            {
+                Lookup::Hit(v) => cached = Some(v),
+                Lookup::Absent => {}
+                Lookup::Unknown => unknown = Some(k),
+            }
+        }
+        let limited = !a.requests.is_unlimited() || !a.tokens.is_unlimited();
+        if let Some(k) = unknown.filter(|k| !limited || !same_slot(k, a.tenant)) {
+            cached = self.lookup_remote(k).await?;
+            unknown = None;
+        }
+        if !limited {
+            return Ok(AdmitResult {
+                admission: allowed(),
+                cached,
+                reserved: 0,
+                fallback: false,
+            });
+        }
+        let need = Need {
+            requests: a.requests,
+            tokens: a.tokens,
+            token_cost: if cached.is_some() { 0 } else { a.token_cost },
+        };
+        let local = self.leases.lock().try_local(a.tenant, &need, now);
+        match local {
+            Ok(admission) => {
+                let mut reserved = need.tok();
+                if let Some(k) = unknown {
+                    // The slice covered the limits; only the lookup is left.
+                    cached = match self.lookup_remote(k).await {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.leases.lock().restore(
+                                super::lease::GiveBack {
+                                    tenant: a.tenant.into(),
+                                    requests: need.req(),
+                                    tokens: reserved as i64,
+                                    requests_limit: a.requests,
+                                    tokens_limit: a.tokens,
+                                },
+                                now,
+                            );
+                            return Err(e);
+                        }
+                    };
+                    if cached.is_some() && reserved > 0 {
+                        // A hit costs no tokens.
+                        self.leases.lock().settle(a.tenant, reserved, 0, now);
+                        reserved = 0;
+                    }
+                }
+                Ok(AdmitResult {
+                    admission,
+                    cached,
+                    reserved,
+                    fallback: false,
+                })
+            }
+            Err(ask) => {
+                let (grant, hit) = self.take_slice(a, &ask, unknown).await?;
+                let (need, ask) = match hit {
+                    Some(v) => {
+                        cached = Some(v);
+                        (
+                            Need {
+                                token_cost: 0,
+                                ..need
+                            },
+                            Ask {
+                                tokens: 0,
+                                extra_tokens: 0,
+                                ..ask
+                            },
+                        )
+                    }
+                    None => (need, ask),
+                };
+                let admission = {
+                    let mut leases = self.leases.lock();
+                    let adm = leases.granted(a.tenant, &need, &ask, &grant, self.now_ms());
+                    self.slices_held.set(leases.len() as i64);
+                    adm
+                };
+                Ok(AdmitResult {
+                    admission,
+                    cached: cached.filter(|_| admission.allowed),
+                    reserved: if admission.allowed { need.tok() } else { 0 },
+                    fallback: false,
+                })
+            }
+        }
+    }
+
+    /// One call of `lease.lua`: the need and an extra slice, and the cache entry when
+    /// `cache_key` is given (it shares the tenant's slot).
+    async fn take_slice(
+        &self,
+        a: &AdmitArgs<'_>,
+        ask: &Ask,
+        cache_key: Option<&str>,
+    ) -> Result<(Grant, Option<Bytes>), StoreError> {
+        let mut c = self.conn(Call::Lease).await?;
+        let tag = format!("{{{}}}", a.tenant);
+        let out: Vec<Value> = self
+            .lease_script
+            .key(self.k(&format!("rl:{tag}:req")))
+            .key(self.k(&format!("rl:{tag}:tok")))
+            .key(cache_key.map_or_else(String::new, |k| self.k(&format!("cache:{k}"))))
+            .arg(a.requests.per_minute)
+            .arg(a.tokens.per_minute)
+            .arg(ask.requests)
+            .arg(ask.tokens)
+            .arg(ask.debt)
+            .arg(ask.extra_requests)
+            .arg(ask.extra_tokens)
+            .arg(SLICE_DIVISOR)
+            .arg("take")
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.fail(e))?;
+        if out.len() < 12 {
+            return Err(StoreError::Protocol(
+                "lease script returned too little".into(),
+            ));
+        }
+        let admission = Admission {
+            allowed: int(&out[0]) == 1,
+            refused_by: match int(&out[1]) {
+                1 => Some("requests"),
+                2 => Some("tokens"),
+                _ => None,
+            },
+            retry_after_ms: int(&out[2]).max(0) as u64,
+            requests: status(int(&out[3]), int(&out[4]), a.requests),
+            tokens: status(int(&out[5]), int(&out[6]), a.tokens),
+        };
+        let hit = match (&out[7], cache_key) {
+            (Value::BulkString(b), Some(k)) => {
+                let v = Bytes::from(b.clone());
+                self.hold(k, &v, int(&out[8]));
+                Some(v)
+            }
+            _ => None,
+        };
+        Ok((
+            Grant {
+                admission,
+                extra_requests: int(&out[9]).max(0) as u64,
+                extra_tokens: int(&out[10]).max(0) as u64,
+                debt_charged: !a.tokens.is_unlimited(),
+            },
+            hit,
+        ))
+    }
+
+    /// A cache lookup the mirror could not answer (`lookup.lua`: the entry and its TTL,
+    /// so the answer can be held until then).
+    async fn lookup_remote(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let mut c = self.conn(Call::Lookup).await?;
+        let (v, pttl): (Option<Vec<u8>>, i64) = self
+            .lookup_script
+            .key(self.k(&format!("cache:{key}")))
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(v.map(|v| {
+            let v = Bytes::from(v);
+            self.hold(key, &v, pttl);
+            v
+        }))
+    }
+
+    fn hold(&self, key: &str, value: &Bytes, pttl: i64) {
+        if let (Some(m), true) = (&self.mirror, pttl > 0) {
+            m.hold(key, value.clone(), pttl as u64, self.now_ms());
+        }
+    }
+
+    /// Gives back a slice (`lease.lua` in `give` mode).
+    async fn give_back(&self, g: &super::lease::GiveBack) -> Result<(), StoreError> {
+        let mut c = self.conn(Call::GiveBack).await?;
+        let tag = format!("{{{}}}", g.tenant);
+        let _: i64 = self
+            .lease_script
+            .key(self.k(&format!("rl:{tag}:req")))
+            .key(self.k(&format!("rl:{tag}:tok")))
+            .key("")
+            .arg(g.requests_limit.per_minute)
+            .arg(g.tokens_limit.per_minute)
+            .arg(g.requests)
+            .arg(g.tokens)
+            .arg(0)
+            .arg(0)
+            .arg(0)
+            .arg(SLICE_DIVISOR)
+            .arg("give")
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    /// Gives back the slices idle for [`super::lease::HOLD`] (all with `all`); what
+    /// cannot be sent is kept for the next round, except at shutdown.
+    async fn sweep(&self, all: bool) {
+        let idle = {
+            let mut leases = self.leases.lock();
+            let idle = leases.take_idle(self.now_ms(), all);
+            self.slices_held.set(leases.len() as i64);
+            idle
+        };
+        for g in idle {
+            if let Err(e) = self.give_back(&g).await {
+                log::debug!("rate-limit slice not given back: {e}");
+                if !all {
+                    self.leases.lock().restore(g, self.now_ms());
+                }
+            }
+        }
+    }
+
+    /// Subscribes to the announcements, then scans the keys that existed before, and
+    /// marks the mirror synced (unless knowledge was lost meanwhile).
+    async fn follow(&self, m: &CacheMirror) -> Result<redis::aio::PubSubStream, StoreError> {
+        let losses = m.desync();
+        self.calls[Call::Mirror as usize].inc();
+        let mut ps = tokio::time::timeout(self.timeout * 4, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| StoreError::Unavailable("subscribe timed out".into()))?
+            .map_err(|e| self.fail(e))?;
+        ps.subscribe(&self.channel)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let stream = ps.into_on_message();
+        let pattern = self.k("cache:*");
+        let strip = self.prefix.len() + "cache:".len();
+        let max_ttl = self.mirror_ttl_ms;
+        let mut c = self.conn_any(Call::Mirror).await?;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| self.fail(e))?;
+            let now = self.now_ms();
+            for k in &keys {
+                if let Some(key) = k.get(strip..) {
+                    m.announce(key, max_ttl, now);
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            self.calls[Call::Mirror as usize].inc();
+            cursor = next;
+        }
+        m.mark_synced(losses);
+        self.mirror_keys.set(m.stats().0 as i64);
+        self.mirror_synced.set(i64::from(m.is_synced()));
+        Ok(stream)
+    }
+
+    fn on_announcement(&self, m: &CacheMirror, msg: &redis::Msg) {
+        let payload = msg.get_payload_bytes();
+        let Some((ttl, key)) = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|p| p.split_once(' '))
+        else {
+            return;
+        };
+        if let Ok(ttl) = ttl.parse::<u64>() {
+            m.announce(key, ttl, self.now_ms());
+        }
+    }
+
+    /// The background upkeep: follows the cache announcements (resubscribing with
+    /// backoff), gives back idle slices every 250 ms, purges expired keys every second;
+    /// at shutdown gives back every slice.
+    async fn upkeep(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut ticks: u64 = 0;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut stream = match &self.mirror {
+                Some(m) if self.is_up() => match self.follow(m).await {
+                    Ok(s) => {
+                        backoff = Duration::from_millis(100);
+                        Some(s)
+                    }
+                    Err(e) => {
+                        log::debug!("cache mirror not following: {e}");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let retry = tokio::time::sleep(backoff);
+            tokio::pin!(retry);
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => {
+                        self.sweep(true).await;
+                        return;
+                    }
+                    _ = tick.tick() => {
+                        self.sweep(false).await;
+                        ticks += 1;
+                        if let (Some(m), 0) = (&self.mirror, ticks % 4) {
+                            m.purge(self.now_ms());
+                            self.mirror_keys.set(m.stats().0 as i64);
+                            self.mirror_synced.set(i64::from(m.is_synced()));
+                        }
+                    }
+                    msg = async { stream.as_mut()?.next().await }, if stream.is_some() => {
+                        match (msg, &self.mirror) {
+                            (Some(msg), Some(m)) => self.on_announcement(m, &msg),
+                            _ => {
+                                if let Some(m) = &self.mirror {
+                                    m.desync();
+                                    self.mirror_synced.set(0);
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    _ = &mut retry, if stream.is_none() && self.mirror.is_some() => {
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        break;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -208,122 +724,42 @@ impl Store for RedisStore {
     }
 
     async fn admit(&self, a: &AdmitArgs<'_>) -> Result<AdmitResult, StoreError> {
-        let mut c = self.conn().await?;
-        let tag = format!("{{{}}}", a.tenant);
-        let mut inv = self.ratelimit.prepare_invoke();
-        inv.key(self.k(&format!("rl:{tag}:req")))
-            .key(self.k(&format!("rl:{tag}:tok")));
-        // The cache entry joins the script only when it shares the tenant's hash tag
-        // (cluster-safe); a global-scope entry is read with a pipelined GET instead.
-        let (in_script, separate) = match a.cache_key {
-            Some(k) if k.starts_with(&tag) => (Some(self.k(&format!("cache:{k}"))), None),
-            Some(k) => (None, Some(self.k(&format!("cache:{k}")))),
-            None => (None, None),
-        };
-        inv.key(in_script.unwrap_or_default())
-            .arg(a.requests.per_minute)
-            .arg(a.tokens.per_minute)
-            .arg(a.token_cost);
-        let out: Vec<Value> = inv.invoke_async(&mut c).await.map_err(|e| self.fail(e))?;
-        if out.len() < 9 {
-            return Err(StoreError::Protocol(
-                "ratelimit script returned too little".into(),
-            ));
-        }
-        let allowed = int(&out[0]) == 1;
-        let admission = Admission {
-            allowed,
-            refused_by: match int(&out[1]) {
-                1 => Some("requests"),
-                2 => Some("tokens"),
-                _ => None,
-            },
-            retry_after_ms: int(&out[2]).max(0) as u64,
-            requests: status(int(&out[3]), int(&out[4]), a.requests),
-            tokens: status(int(&out[5]), int(&out[6]), a.tokens),
-        };
-        let mut cached = match &out[7] {
-            Value::BulkString(b) => Some(Bytes::from(b.clone())),
-            _ => None,
-        };
-        if let (true, Some(key)) = (allowed, separate) {
-            let v: Option<Vec<u8>> = c.get(key).await.map_err(|e| self.fail(e))?;
-            cached = v.map(Bytes::from);
-        }
-        let reserved = int(&out[8]).max(0) as u64;
-        Ok(AdmitResult {
-            admission,
-            cached,
-            reserved,
-        })
+        self.admit_sliced(a).await
     }
 
     async fn finish(&self, f: &Finish<'_>) -> Result<(), StoreError> {
-        let settle = f.reserved > 0 && !f.tokens.is_unlimited();
-        if !settle && f.store.is_none() {
+        if f.reserved > 0 && !f.tokens.is_unlimited() {
+            self.leases
+                .lock()
+                .settle(f.tenant, f.reserved, f.used, self.now_ms());
+        }
+        let Some((key, value, ttl)) = &f.store else {
             return Ok(());
-        }
-        let mut c = self.conn().await?;
-        let tag = format!("{{{}}}", f.tenant);
-        // Settlement and store in one script when the entry shares the tenant's tag;
-        // a global-scope entry goes in the same pipeline as a plain SET.
-        let (in_script, separate) = match &f.store {
-            Some((k, v, ttl)) if k.starts_with(&tag) => {
-                (Some((self.k(&format!("cache:{k}")), v, *ttl)), None)
-            }
-            Some((k, v, ttl)) => (None, Some((self.k(&format!("cache:{k}")), v, *ttl))),
-            None => (None, None),
         };
-        let mut pipe = redis::pipe();
-        if settle || in_script.is_some() {
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(self.finish.get_hash()).arg(2);
-            cmd.arg(if settle {
-                self.k(&format!("rl:{tag}:tok"))
-            } else {
-                String::new()
-            });
-            cmd.arg(
-                in_script
-                    .as_ref()
-                    .map(|(k, _, _)| k.clone())
-                    .unwrap_or_default(),
-            );
-            cmd.arg(f.tokens.per_minute).arg(f.reserved).arg(f.used);
-            match &in_script {
-                Some((_, v, ttl)) => cmd.arg(v.as_ref()).arg(ttl.as_millis().max(1) as u64),
-                None => cmd.arg("").arg(0),
-            };
-            pipe.add_command(cmd).ignore();
+        let mut c = self.conn(Call::Store).await?;
+        let ms = ttl.as_millis().max(1) as u64;
+        let _: i64 = self
+            .store_script
+            .key(self.k(&format!("cache:{key}")))
+            .arg(value.as_ref())
+            .arg(ms)
+            .arg(&self.channel)
+            .arg(*key)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| self.fail(e))?;
+        if let Some(m) = &self.mirror {
+            m.hold(key, value.clone(), ms, self.now_ms());
         }
-        if let Some((k, v, ttl)) = &separate {
-            pipe.cmd("SET")
-                .arg(k)
-                .arg(v.as_ref())
-                .arg("PX")
-                .arg(ttl.as_millis().max(1) as u64)
-                .ignore();
-        }
-        match pipe.query_async::<()>(&mut c).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
-                // First use on this server (or after a restart): load and retry once.
-                let _: String = redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(FINISH_LUA)
-                    .query_async(&mut c)
-                    .await
-                    .map_err(|e| self.fail(e))?;
-                pipe.query_async::<()>(&mut c)
-                    .await
-                    .map_err(|e| self.fail(e))
-            }
-            Err(e) => Err(self.fail(e)),
-        }
+        Ok(())
+    }
+
+    async fn maintain(&self, shutdown: ShutdownWatch) {
+        self.upkeep(shutdown).await;
     }
 
     async fn cache_get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn(Call::Lookup).await?;
         let v: Option<Vec<u8>> = c
             .get(self.k(&format!("cache:{key}")))
             .await
@@ -332,7 +768,7 @@ impl Store for RedisStore {
     }
 
     async fn cache_put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn(Call::Store).await?;
         let ms = ttl.as_millis().max(1) as u64;
         let _: () = redis::cmd("SET")
             .arg(self.k(&format!("cache:{key}")))
@@ -352,7 +788,7 @@ impl Store for RedisStore {
         requests: u64,
         tokens: u64,
     ) -> Result<bool, StoreError> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn(Call::Quota).await?;
         let out: Vec<i64> = self
             .quota
             .key(self.k(&format!("quota:{{{provider}}}:{day}")))
@@ -371,7 +807,7 @@ impl Store for RedisStore {
         day: u32,
         tokens: u64,
     ) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn(Call::Quota).await?;
         let key = self.k(&format!("quota:{{{provider}}}:{day}"));
         let _: () = redis::pipe()
             .atomic()
@@ -386,7 +822,7 @@ impl Store for RedisStore {
     }
 
     async fn quota_get(&self, provider: &str, day: u32) -> Result<(u64, u64), StoreError> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn(Call::Quota).await?;
         let v: (Option<u64>, Option<u64>) = redis::cmd("HMGET")
             .arg(self.k(&format!("quota:{{{provider}}}:{day}")))
             .arg("req")
@@ -398,7 +834,7 @@ impl Store for RedisStore {
     }
 
     async fn key_get(&self, hash: &str) -> Result<Option<TenantRecord>, StoreError> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn(Call::Keys).await?;
         let v: Option<String> = c
             .get(self.k(&format!("keys:{hash}")))
             .await
@@ -412,7 +848,7 @@ impl Store for RedisStore {
     }
 
     async fn key_put(&self, hash: &str, rec: &TenantRecord) -> Result<(), StoreError> {
-        let mut c = self.conn_any().await?;
+        let mut c = self.conn_any(Call::Keys).await?;
         let json = serde_json::to_string(rec).map_err(|e| StoreError::Protocol(e.to_string()))?;
         let _: () = redis::pipe()
             .atomic()
@@ -432,7 +868,7 @@ impl Store for RedisStore {
         let mut removed = false;
         for (hash, rec) in self.key_list().await? {
             if rec.id == id {
-                let mut c = self.conn_any().await?;
+                let mut c = self.conn_any(Call::Keys).await?;
                 let _: () = redis::pipe()
                     .atomic()
                     .del(self.k(&format!("keys:{hash}")))
@@ -451,9 +887,10 @@ impl Store for RedisStore {
     }
 
     async fn key_list(&self) -> Result<Vec<(String, TenantRecord)>, StoreError> {
-        let mut c = self.conn_any().await?;
-        let pairs: Vec<(String, Option<String>)> =
-            self.set_with_values(&mut c, "keys:index", "keys:").await?;
+        let mut c = self.conn_any(Call::Keys).await?;
+        let pairs: Vec<(String, Option<String>)> = self
+            .set_with_values(&mut c, "keys:index", "keys:", Call::Keys)
+            .await?;
         Ok(pairs
             .into_iter()
             .filter_map(|(h, v)| Some((h, serde_json::from_str(&v?).ok()?)))
@@ -461,7 +898,7 @@ impl Store for RedisStore {
     }
 
     async fn keys_version(&self) -> Result<u64, StoreError> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn(Call::Keys).await?;
         let v: Option<u64> = c
             .get(self.k("keys:version"))
             .await
@@ -470,7 +907,7 @@ impl Store for RedisStore {
     }
 
     async fn runtime_get(&self) -> Result<RuntimeValues, StoreError> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn(Call::Runtime).await?;
         let keys: Vec<String> = RuntimeField::ALL.iter().map(|f| self.k(f.key())).collect();
         let v: Vec<Option<String>> = c.mget(&keys).await.map_err(|e| self.fail(e))?;
         let get = |i: usize| v.get(i).cloned().flatten();
@@ -484,7 +921,7 @@ impl Store for RedisStore {
     }
 
     async fn runtime_set(&self, field: RuntimeField, value: &str) -> Result<(), StoreError> {
-        let mut c = self.conn_any().await?;
+        let mut c = self.conn_any(Call::Runtime).await?;
         let key = self.k(field.key());
         let _: () = if value.is_empty() {
             c.del(key).await
@@ -501,7 +938,7 @@ impl Store for RedisStore {
         n: i64,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn(Call::Inflight).await?;
         let _: () = redis::pipe()
             .set_ex(
                 self.k(&format!("inflight:{replica}")),
@@ -518,9 +955,9 @@ impl Store for RedisStore {
     }
 
     async fn inflight_cluster(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn(Call::Inflight).await?;
         let pairs: Vec<(String, Option<i64>)> = self
-            .set_with_values(&mut c, "inflight:replicas", "inflight:")
+            .set_with_values(&mut c, "inflight:replicas", "inflight:", Call::Inflight)
             .await?;
         let mut out = Vec::new();
         let mut gone = Vec::new();
@@ -537,21 +974,21 @@ impl Store for RedisStore {
     }
 
     async fn record_get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let mut c = self.conn_any().await?;
+        let mut c = self.conn_any(Call::Control).await?;
         c.get(self.k(key)).await.map_err(|e| self.fail(e))
     }
 
     async fn record_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        let mut c = self.conn_any().await?;
+        let mut c = self.conn_any(Call::Control).await?;
         let _: () = c.set(self.k(key), value).await.map_err(|e| self.fail(e))?;
         Ok(())
     }
 
     async fn lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let mut c = self.conn_any().await?;
+        let mut c = self.conn_any(Call::Control).await?;
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let held: i64 = self
-            .lease
+            .control_lease
             .key(self.k("control:lease"))
             .arg(holder)
             .arg(ms)
@@ -562,14 +999,14 @@ impl Store for RedisStore {
     }
 
     async fn lease_holder(&self) -> Result<Option<String>, StoreError> {
-        let mut c = self.conn_any().await?;
+        let mut c = self.conn_any(Call::Control).await?;
         c.get(self.k("control:lease"))
             .await
             .map_err(|e| self.fail(e))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut c = self.conn_any().await?;
+        let mut c = self.conn_any(Call::Ping).await?;
         let r: Result<String, _> =
             tokio::time::timeout(self.timeout * 2, redis::cmd("PING").query_async(&mut c))
                 .await

@@ -1,0 +1,329 @@
+//! What a replica knows of the shared response cache without asking Redis: which keys
+//! exist (and until when), and the answers of the hot ones. With it a cache miss needs no
+//! lookup call, and a repeated hit is answered from memory.
+//!
+//! Every store of an answer announces its key and TTL on a Pub/Sub channel (`PUBLISH`
+//! inside the store script, so writer and announcement are one atomic call); each
+//! replica subscribes and records the keys. Only while the subscription is up, and after
+//! a `SCAN` of the keys that existed before it, is the index *synced*: then a key that is
+//! not in it is not in Redis, and the lookup is answered [`Lookup::Absent`] locally.
+//! Otherwise (starting, reconnecting, or the index full) an unknown key is
+//! [`Lookup::Unknown`] and the caller asks Redis, as it would without the mirror.
+//!
+//! Mistakes stay on the safe side: a key in the index that Redis evicted or expired
+//! early makes one lookup that misses; an announcement that arrives after a request
+//! looked makes one miss that would have been a hit. An answer held here is served only
+//! until the TTL it was stored with.
+//!
+//! The index holds a 64-bit hash per key (a collision only reads as "present": one
+//! lookup). Answers are held within a byte budget, oldest out first; an evicted answer
+//! leaves its key in the index.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+/// What the mirror knows of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Not in Redis (the index is synced and does not have it).
+    Absent,
+    /// In Redis, with this answer, held here.
+    Hit(Bytes),
+    /// Not known here: ask Redis.
+    Unknown,
+}
+
+#[derive(Debug)]
+struct Entry {
+    expires_ms: u64,
+    value: Option<Bytes>,
+    seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    index: HashMap<u64, Entry>,
+    /// Keys whose answer is held, oldest first, with the sequence number of the insert
+    /// (a stale position is skipped).
+    held: VecDeque<(u64, u64)>,
+    bytes: usize,
+    seq: u64,
+    /// Bumped whenever knowledge was lost (an announcement dropped, a subscription
+    /// lost), so a resync that started before does not mark the index synced.
+    losses: u64,
+}
+
+/// The cache mirror of one replica.
+#[derive(Debug)]
+pub struct CacheMirror {
+    inner: Mutex<Inner>,
+    synced: AtomicBool,
+    max_keys: usize,
+    max_bytes: usize,
+}
+
+/// The index hash of a cache key (`{scope}:<hash>`).
+fn hash_of(key: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
+impl CacheMirror {
+    /// An empty, unsynced mirror of at most `max_keys` keys and `max_bytes` of answers.
+    pub fn new(max_keys: usize, max_bytes: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            synced: AtomicBool::new(false),
+            max_keys,
+            max_bytes,
+        }
+    }
+
+    /// What is known of `key` at `now_ms`.
+    pub fn lookup(&self, key: &str, now_ms: u64) -> Lookup {
+        let h = hash_of(key);
+        let synced = self.synced.load(Ordering::Acquire);
+        let inner = self.inner.lock();
+        match inner.index.get(&h) {
+            Some(e) if e.expires_ms > now_ms => match &e.value {
+                Some(v) => Lookup::Hit(v.clone()),
+                None => Lookup::Unknown,
+            },
+            _ if synced => Lookup::Absent,
+            _ => Lookup::Unknown,
+        }
+    }
+
+    /// Records that `key` exists for `ttl_ms` more (an announcement, or a key found by
+    /// the resync). An answer already held is kept.
+    pub fn announce(&self, key: &str, ttl_ms: u64, now_ms: u64) {
+        let h = hash_of(key);
+        let mut inner = self.inner.lock();
+        if !inner.index.contains_key(&h) && !self.make_room(&mut inner, now_ms) {
+            return;
+        }
+        let seq = inner.seq;
+        let e = inner.index.entry(h).or_insert(Entry {
+            expires_ms: 0,
+            value: None,
+            seq,
+        });
+        e.expires_ms = now_ms.saturating_add(ttl_ms);
+    }
+
+    /// Holds `value` as the answer of `key` for `ttl_ms` (stored by this replica, or read
+    /// from Redis with its remaining TTL).
+    pub fn hold(&self, key: &str, value: Bytes, ttl_ms: u64, now_ms: u64) {
+        if value.len() > self.max_bytes {
+            self.announce(key, ttl_ms, now_ms);
+            return;
+        }
+        let h = hash_of(key);
+        let mut inner = self.inner.lock();
+        if !inner.index.contains_key(&h) && !self.make_room(&mut inner, now_ms) {
+            return;
+        }
+        inner.seq += 1;
+        let seq = inner.seq;
+        let len = value.len();
+        let old = inner.index.insert(
+            h,
+            Entry {
+                expires_ms: now_ms.saturating_add(ttl_ms),
+                value: Some(value),
+                seq,
+            },
+        );
+        if let Some(v) = old.and_then(|e| e.value) {
+            inner.bytes -= v.len();
+        }
+        inner.bytes += len;
+        inner.held.push_back((h, seq));
+        while inner.bytes > self.max_bytes {
+            let Some((k, s)) = inner.held.pop_front() else {
+                break;
+            };
+            if let Some(e) = inner.index.get_mut(&k) {
+                if e.seq == s {
+                    if let Some(v) = e.value.take() {
+                        inner.bytes -= v.len();
+                    }
+                }
+            }
+        }
+        if inner.held.len() > 2 * inner.index.len() + 1024 {
+            let Inner { held, index, .. } = &mut *inner;
+            held.retain(|(k, s)| {
+                index
+                    .get(k)
+                    .is_some_and(|e| e.seq == *s && e.value.is_some())
+            });
+        }
+    }
+
+    /// Drops expired keys (and their answers).
+    pub fn purge(&self, now_ms: u64) {
+        let mut inner = self.inner.lock();
+        Self::purge_locked(&mut inner, now_ms);
+    }
+
+    fn purge_locked(inner: &mut Inner, now_ms: u64) {
+        let mut freed = 0;
+        inner.index.retain(|_, e| {
+            let keep = e.expires_ms > now_ms;
+            if !keep {
+                freed += e.value.as_ref().map_or(0, Bytes::len);
+            }
+            keep
+        });
+        inner.bytes -= freed;
+        let Inner { held, index, .. } = inner;
+        held.retain(|(k, s)| index.get(k).is_some_and(|e| e.seq == *s));
+    }
+
+    /// Whether a new key fits; if not even after purging, knowledge is lost (the index is
+    /// no longer synced).
+    fn make_room(&self, inner: &mut Inner, now_ms: u64) -> bool {
+        if inner.index.len() < self.max_keys {
+            return true;
+        }
+        Self::purge_locked(inner, now_ms);
+        if inner.index.len() < self.max_keys {
+            return true;
+        }
+        inner.losses += 1;
+        self.synced.store(false, Ordering::Release);
+        false
+    }
+
+    /// The subscription was lost (or is not up yet): unknown keys must be asked for.
+    /// Returns the loss count a later [`Self::mark_synced`] must match.
+    pub fn desync(&self) -> u64 {
+        let mut inner = self.inner.lock();
+        inner.losses += 1;
+        self.synced.store(false, Ordering::Release);
+        inner.losses
+    }
+
+    /// A resync that began at loss count `losses` (subscription up, then every key
+    /// scanned) is complete: unless knowledge was lost since, the index is synced.
+    pub fn mark_synced(&self, losses: u64) -> bool {
+        let inner = self.inner.lock();
+        let ok = inner.losses == losses;
+        if ok {
+            self.synced.store(true, Ordering::Release);
+        }
+        ok
+    }
+
+    /// Whether absence in the index means absence in Redis.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// (keys, answers held, bytes held).
+    pub fn stats(&self) -> (usize, usize, usize) {
+        let inner = self.inner.lock();
+        let held = inner.index.values().filter(|e| e.value.is_some()).count();
+        (inner.index.len(), held, inner.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    #[test]
+    fn unknown_until_synced_then_absent() {
+        let m = CacheMirror::new(100, 1000);
+        assert_eq!(m.lookup("{t}:a", 0), Lookup::Unknown);
+        let l = m.desync();
+        m.announce("{t}:b", 1000, 0);
+        assert!(m.mark_synced(l));
+        assert_eq!(m.lookup("{t}:a", 1), Lookup::Absent);
+        assert_eq!(
+            m.lookup("{t}:b", 1),
+            Lookup::Unknown,
+            "present, answer not held"
+        );
+        assert_eq!(m.lookup("{t}:b", 1000), Lookup::Absent, "expired");
+    }
+
+    #[test]
+    fn held_answers_are_served_until_their_ttl_even_unsynced() {
+        let m = CacheMirror::new(100, 1000);
+        m.hold("{t}:a", b("answer"), 500, 0);
+        assert_eq!(m.lookup("{t}:a", 499), Lookup::Hit(b("answer")));
+        assert_eq!(m.lookup("{t}:a", 500), Lookup::Unknown);
+        // An announcement of a key whose answer is held keeps it, with the new TTL.
+        m.announce("{t}:a", 1000, 100);
+        assert_eq!(m.lookup("{t}:a", 900), Lookup::Hit(b("answer")));
+    }
+
+    #[test]
+    fn a_loss_during_a_resync_keeps_it_unsynced() {
+        let m = CacheMirror::new(100, 1000);
+        let l = m.desync();
+        m.desync();
+        assert!(!m.mark_synced(l));
+        assert!(!m.is_synced());
+    }
+
+    #[test]
+    fn answers_beyond_the_budget_go_oldest_first_keys_stay() {
+        let m = CacheMirror::new(100, 10);
+        let l = m.desync();
+        m.mark_synced(l);
+        m.hold("{t}:a", b("12345"), 1000, 0);
+        m.hold("{t}:b", b("12345"), 1000, 0);
+        m.hold("{t}:c", b("123"), 1000, 0);
+        assert_eq!(
+            m.lookup("{t}:a", 1),
+            Lookup::Unknown,
+            "answer evicted, key kept"
+        );
+        assert_eq!(m.lookup("{t}:b", 1), Lookup::Hit(b("12345")));
+        assert_eq!(m.stats(), (3, 2, 8));
+        m.hold("{t}:big", Bytes::from(vec![0u8; 11]), 1000, 0);
+        assert_eq!(
+            m.lookup("{t}:big", 1),
+            Lookup::Unknown,
+            "too big to hold, known"
+        );
+        m.purge(1000);
+        assert_eq!(m.stats(), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_full_index_purges_then_loses_sync() {
+        let m = CacheMirror::new(2, 1000);
+        let l = m.desync();
+        m.mark_synced(l);
+        m.announce("{t}:a", 10, 0);
+        m.announce("{t}:b", 1000, 0);
+        m.announce("{t}:c", 1000, 20);
+        assert!(m.is_synced(), "the expired key made room");
+        m.announce("{t}:d", 1000, 20);
+        assert!(!m.is_synced(), "no room: a key is not recorded");
+        assert_eq!(m.lookup("{t}:d", 21), Lookup::Unknown);
+    }
+
+    #[test]
+    fn re_held_answers_account_bytes_once() {
+        let m = CacheMirror::new(100, 100);
+        for _ in 0..10_000 {
+            m.hold("{t}:a", b("0123456789"), 1000, 0);
+        }
+        assert_eq!(m.stats(), (1, 1, 10));
+        assert!(m.inner.lock().held.len() <= 1026);
+    }
+}
