@@ -121,6 +121,20 @@ impl Call {
     }
 }
 
+/// Answers waiting to be written beyond this are not stored (Redis is too slow to keep
+/// up; the cache is best effort).
+const MAX_PENDING_WRITES: usize = 16_384;
+/// The most answers one store call writes.
+const MAX_BATCH: usize = 256;
+
+/// An answer waiting to be written.
+struct PendingWrite {
+    /// `{scope}:<hash>`.
+    key: String,
+    value: Bytes,
+    ttl_ms: u64,
+}
+
 /// The metrics the store keeps.
 #[derive(Clone)]
 pub struct StoreMetrics {
@@ -167,6 +181,11 @@ pub struct RedisStore {
     mirror: Option<CacheMirror>,
     mirror_ttl_ms: u64,
     channel: String,
+    /// This store's id in announcements (its own are skipped).
+    origin: String,
+    /// Answers to store, written in batches behind the responses.
+    writes: Mutex<Vec<PendingWrite>>,
+    writes_ready: tokio::sync::Notify,
     lease_script: Script,
     store_script: Script,
     lookup_script: Script,
@@ -208,6 +227,13 @@ impl RedisStore {
             mirror: mirror.map(|m| CacheMirror::new(m.max_keys, m.max_bytes)),
             mirror_ttl_ms: mirror.map_or(0, |m| m.max_ttl.as_millis() as u64),
             channel: format!("{prefix}cache:announce"),
+            origin: {
+                let mut raw = [0u8; 8];
+                let _ = getrandom::fill(&mut raw);
+                hex::encode(raw)
+            },
+            writes: Mutex::new(Vec::new()),
+            writes_ready: tokio::sync::Notify::new(),
             lease_script: Script::new(LEASE_LUA),
             store_script: Script::new(STORE_LUA),
             lookup_script: Script::new(LOOKUP_LUA),
@@ -318,6 +344,11 @@ impl RedisStore {
         let vals: Vec<Option<T>> = c.mget(&keys).await.map_err(|e| self.fail(e))?;
         Ok(members.into_iter().zip(vals).collect())
     }
+}
+
+/// The hash tag of a cache key (`{scope}`), which picks its cluster slot.
+fn tag_of(key: &str) -> &str {
+    key.find('}').map_or(key, |i| &key[..=i])
 }
 
 /// Whether a cache key (`{scope}:<hash>`) shares the tenant's hash tag (one cluster slot
@@ -621,16 +652,74 @@ impl RedisStore {
     }
 
     fn on_announcement(&self, m: &CacheMirror, msg: &redis::Msg) {
-        let payload = msg.get_payload_bytes();
-        let Some((ttl, key)) = std::str::from_utf8(payload)
-            .ok()
-            .and_then(|p| p.split_once(' '))
-        else {
+        let Ok(text) = std::str::from_utf8(msg.get_payload_bytes()) else {
             return;
         };
-        if let Ok(ttl) = ttl.parse::<u64>() {
-            m.announce(key, ttl, self.now_ms());
+        let mut lines = text.lines();
+        if lines.next() == Some(self.origin.as_str()) {
+            // Our own stores: already held.
+            return;
         }
+        let now = self.now_ms();
+        for line in lines {
+            if let Some((ttl, key)) = line.split_once(' ') {
+                if let Ok(ttl) = ttl.parse::<u64>() {
+                    m.announce(key, ttl, now);
+                }
+            }
+        }
+    }
+
+    /// Writes the queued answers in batches (one `store.lua` call per batch and hash
+    /// tag) while there are any; what accumulates during a call goes in the next.
+    async fn write_behind(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = self.writes_ready.notified() => self.flush().await,
+                _ = shutdown.changed() => {
+                    self.flush().await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn flush(&self) {
+        loop {
+            let mut batch = std::mem::take(&mut *self.writes.lock());
+            if batch.is_empty() {
+                return;
+            }
+            // One call per hash tag (cluster slot), at most MAX_BATCH answers each.
+            batch.sort_by(|a, b| tag_of(&a.key).cmp(tag_of(&b.key)));
+            for group in batch.chunk_by(|a, b| tag_of(&a.key) == tag_of(&b.key)) {
+                for chunk in group.chunks(MAX_BATCH) {
+                    if let Err(e) = self.store_batch(chunk).await {
+                        log::debug!("{} cache entries not stored: {e}", chunk.len());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn store_batch(&self, batch: &[PendingWrite]) -> Result<(), StoreError> {
+        let mut c = self.conn(Call::Store).await?;
+        let mut note = String::with_capacity(17 + batch.len() * 96);
+        note.push_str(&self.origin);
+        let mut inv = self.store_script.prepare_invoke();
+        for w in batch {
+            inv.key(self.k(&format!("cache:{}", w.key)));
+            note.push('\n');
+            note.push_str(&w.ttl_ms.to_string());
+            note.push(' ');
+            note.push_str(&w.key);
+        }
+        inv.arg(&self.channel).arg(&note);
+        for w in batch {
+            inv.arg(w.value.as_ref()).arg(w.ttl_ms);
+        }
+        let _: i64 = inv.invoke_async(&mut c).await.map_err(|e| self.fail(e))?;
+        Ok(())
     }
 
     /// The background upkeep: follows the cache announcements (resubscribing with
@@ -736,26 +825,33 @@ impl Store for RedisStore {
         let Some((key, value, ttl)) = &f.store else {
             return Ok(());
         };
-        let mut c = self.conn(Call::Store).await?;
+        if !self.is_up() {
+            return Err(StoreError::Unavailable("redis is down".into()));
+        }
         let ms = ttl.as_millis().max(1) as u64;
-        let _: i64 = self
-            .store_script
-            .key(self.k(&format!("cache:{key}")))
-            .arg(value.as_ref())
-            .arg(ms)
-            .arg(&self.channel)
-            .arg(*key)
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.fail(e))?;
         if let Some(m) = &self.mirror {
+            // Served from here at once; the other replicas learn of it once it is written.
             m.hold(key, value.clone(), ms, self.now_ms());
         }
+        {
+            let mut w = self.writes.lock();
+            if w.len() >= MAX_PENDING_WRITES {
+                return Err(StoreError::Unavailable(
+                    "the cache write queue is full".into(),
+                ));
+            }
+            w.push(PendingWrite {
+                key: (*key).to_string(),
+                value: value.clone(),
+                ttl_ms: ms,
+            });
+        }
+        self.writes_ready.notify_one();
         Ok(())
     }
 
     async fn maintain(&self, shutdown: ShutdownWatch) {
-        self.upkeep(shutdown).await;
+        tokio::join!(self.upkeep(shutdown.clone()), self.write_behind(shutdown));
     }
 
     async fn cache_get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
