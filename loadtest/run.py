@@ -216,6 +216,14 @@ def commandstats(port):
     return out
 
 
+def redis_calls(admin):
+    """The calls the gateway sent to Redis so far (its own counter, switchyard_redis_calls_total:
+    a script call counts once; the commands a script runs inside Redis are not calls)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("switchyard_redis_calls_total{"))
+
+
 def bare(port, up):
     p = start([os.path.join(TARGET, "release", "examples", "bare_pingora"), f"127.0.0.1:{port}",
                f"127.0.0.1:{up}", "--wbuf", "16384"])
@@ -579,10 +587,10 @@ def main():
                      f"{med['switchyard'][3] - med['baseline'][3]:+.1f} µs | | | |")
     if a.only in (None, "tenancy"):
         ensure_redis()
-        rp, sc, sca = free_port(), free_port(), free_port()
+        rp, sc, sca, sl, sla = (free_port() for _ in range(5))
         redis_server(rp)
         key = "sk-bench-key-0001"
-        s4 = switchyard(sc, sca, up, extra=f"""
+        tenant = f"""
 [redis]
 url = "redis://127.0.0.1:{rp}"
 refresh_interval = "5s"
@@ -595,46 +603,48 @@ key = "{key}"
 tenant = "bench"
 requests_per_minute = 100000000
 tokens_per_minute = 1000000000
-
-[cache]
-enabled = true
-""", key=key)
+"""
+        s4 = switchyard(sc, sca, up, extra=tenant + "\n[cache]\nenabled = true\n", key=key)
+        s5 = switchyard(sl, sla, up, extra=tenant + "\n[cache]\nenabled = false\n", key=key)
         emit()
-        emit("## Tenancy: full chain and cache hits (upstream: nginx return 200; store: Redis)")
+        emit("## Tenancy: limits, full chain and cache hits (upstream: nginx return 200; store: Redis)")
         emit()
-        emit("full chain = API key + Redis token buckets (requests and tokens) + cache lookup that misses + cache store;")
-        emit("cache hit = the same plus the answer from Redis, no upstream trip; passthrough = no auth, no cache.")
+        emit("limits = API key + Redis token buckets (requests and tokens), no cache; full chain = the same + a cache")
+        emit("lookup that misses + the answer stored (unique temperature-0 prompts, wrk's chain.lua); cache hit = the")
+        emit("same request every time; passthrough = no auth, no cache. `nginx (chain.lua)` is nginx fed the")
+        emit("full chain's per-request bodies: the cost of generating them in wrk's Lua, on the same two cores.")
+        emit("Redis calls/req: the gateway's own counter (`switchyard_redis_calls_total`, a script call counts once).")
         emit()
-        emit("| conns | target | req/s | p50 ms | p99 ms | CPU µs/req | vs nginx | vs passthrough | Redis round trips/req |")
+        emit("| conns | target | req/s | p50 ms | p99 ms | CPU µs/req | vs nginx | vs passthrough | Redis calls/req |")
         emit("|---|---|---|---|---|---|---|---|---|")
         for c in [int(x) for x in a.conns.split(",")]:
             rows = {}
-            for name, url, pid, script in (
-                ("nginx", f"http://127.0.0.1:{nx}/v1/chat/completions", n1.pid, "chat.lua"),
-                ("switchyard passthrough", f"http://127.0.0.1:{sy}/v1/chat/completions", s1.pid, "chat.lua"),
-                ("switchyard full chain", f"http://127.0.0.1:{sc}/v1/chat/completions", s4.pid, "chain.lua"),
-                ("switchyard cache hit", f"http://127.0.0.1:{sc}/v1/chat/completions", s4.pid, "hit.lua"),
+            for name, url, pid, script, admin in (
+                ("direct", f"http://127.0.0.1:{up}/v1/chat/completions", None, "chat.lua", None),
+                ("nginx", f"http://127.0.0.1:{nx}/v1/chat/completions", n1.pid, "chat.lua", None),
+                ("nginx (chain.lua)", f"http://127.0.0.1:{nx}/v1/chat/completions", n1.pid, "chain.lua", None),
+                ("bare pingora", f"http://127.0.0.1:{by}/v1/chat/completions", b1.pid, "chat.lua", None),
+                ("switchyard passthrough", f"http://127.0.0.1:{sy}/v1/chat/completions", s1.pid, "chat.lua", None),
+                ("switchyard limits", f"http://127.0.0.1:{sl}/v1/chat/completions", s5.pid, "limits.lua", sla),
+                ("switchyard full chain", f"http://127.0.0.1:{sc}/v1/chat/completions", s4.pid, "chain.lua", sca),
+                ("switchyard cache hit", f"http://127.0.0.1:{sc}/v1/chat/completions", s4.pid, "hit.lua", sca),
             ):
                 runs = []
                 for _ in range(a.rounds):
-                    before_cmds = commandstats(rp)
-                    before = cpu_ticks(pid)
+                    calls0 = redis_calls(admin) if admin else 0
+                    before = cpu_ticks(pid) if pid else 0
                     rps, reqs, p50, p99 = wrk(url, c, a.duration, os.path.join(ROOT, "loadtest", script), env={"KEY": key})
-                    cpu_us = (cpu_ticks(pid) - before) / TICK * 1e6 / reqs
-                    after_cmds = commandstats(rp)
-                    # Round trips are the commands clients send: EVALSHA (rate limit +
-                    # cache lookup; settle + store) and plain GET/SET outside scripts.
-                    # Commands run inside the scripts (HMGET, HSET, TIME, ...) are not
-                    # round trips, so only EVALSHA is counted here.
-                    cmds = (after_cmds.get("evalsha", 0) - before_cmds.get("evalsha", 0)) / reqs
-                    runs.append((rps, p50, p99, cpu_us, cmds))
+                    cpu_us = (cpu_ticks(pid) - before) / TICK * 1e6 / reqs if pid else None
+                    calls = (redis_calls(admin) - calls0) / reqs if admin else None
+                    runs.append((rps, p50, p99, cpu_us, calls))
                 runs.sort(key=lambda r: r[0])
                 rows[name] = runs[len(runs) // 2]
-            for name, (rps, p50, p99, cpu_us, cmds) in rows.items():
+            for name, (rps, p50, p99, cpu_us, calls) in rows.items():
                 vs_n = "" if name == "nginx" else f"{rps / rows['nginx'][0]:.2f}x"
                 vs_p = f"{rps / rows['switchyard passthrough'][0]:.2f}x" if name.startswith("switchyard") and name != "switchyard passthrough" else ""
-                rc = f"{cmds:.2f}" if "chain" in name or "hit" in name else ""
-                emit(f"| {c} | {name} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {cpu_us:.1f} | {vs_n} | {vs_p} | {rc} |")
+                rc = "" if calls is None else f"{calls:.3f}"
+                cu = "" if cpu_us is None else f"{cpu_us:.1f}"
+                emit(f"| {c} | {name} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {cu} | {vs_n} | {vs_p} | {rc} |")
         stats = commandstats(rp)
         emit()
         emit("Redis INFO commandstats after the run (script-internal commands included): "

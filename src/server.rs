@@ -204,6 +204,7 @@ pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String
         o.h1_idle_timeout = Some(s.client_idle_timeout);
         o.h1_header_timeout = Some(s.client_header_timeout);
         o.h1_max_header_bytes = Some(s.max_request_header_bytes);
+        o.h1_preserve_header_case = Some(s.preserve_header_case);
         app.server_options = Some(o);
     }
     proxy.set_connection_limit(hub.connections.clone());

@@ -28,7 +28,7 @@ use crate::config::{BaseUrl, LocalKind, LocalSettings, ProviderKind, Secret, Set
 use crate::metrics::{InferenceStats, Metrics, ProviderCounters};
 use crate::providers::cli::CliPool;
 use crate::providers::http::{
-    build_upstream, up_disabled, Credential, Timeouts, UpstreamSpec, DISABLED_REASONS,
+    build_upstream, up_disabled, Credential, PeerSettings, UpstreamSpec, DISABLED_REASONS,
 };
 pub use crate::providers::http::{Target, Upstream, CREDENTIAL_INVALID, KEY_ENV_UNSET};
 use crate::providers::presets::{preset, Wire};
@@ -732,10 +732,11 @@ impl Hub {
                 d.provider_models.clone(),
             )
         };
-        let timeouts = Timeouts {
+        let timeouts = PeerSettings {
             connect: s.server.connect_timeout,
             read: s.server.upstream_read_timeout,
             idle: s.server.upstream_idle_timeout,
+            preserve_header_case: s.server.preserve_header_case,
         };
         let mut providers = Vec::new();
         let mut route_providers = Vec::new();

@@ -1003,3 +1003,183 @@ async fn a_pooled_connection_the_upstream_closed_is_not_used() {
         "a dead pooled connection surfaced as an error"
     );
 }
+
+/// A keep-alive upstream: serves any number of requests per connection; counts the
+/// connections it accepted and those the gateway closed.
+async fn keepalive_upstream() -> (String, Counter, Counter) {
+    use std::sync::atomic::Ordering;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap().to_string();
+    let accepted = Counter::default();
+    let closed = Counter::default();
+    let (acc, clo) = (accepted.clone(), closed.clone());
+    let body = r#"{"id":"x","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+    let serve = async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            acc.fetch_add(1, Ordering::SeqCst);
+            let clo = clo.clone();
+            let conn = async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => {
+                            clo.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                    while let Some(h) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..h]).to_ascii_lowercase();
+                        let len: usize =
+                            header_of(&head, "content-length").map_or(0, |v| v.parse().unwrap());
+                        if buf.len() < h + 4 + len {
+                            break;
+                        }
+                        buf.drain(..h + 4 + len);
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            };
+            // The test's runtime ends the task with the test.
+            #[allow(clippy::disallowed_methods)]
+            tokio::spawn(conn);
+        }
+    };
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(serve);
+    (a, accepted, closed)
+}
+
+/// Pooled upstream connections are reused while fresh, and one idle past
+/// `upstream_idle_timeout_secs` is closed by the gateway (no task watches each idle
+/// connection: one reaper closes them); the next request opens a new one.
+#[tokio::test]
+async fn pooled_connections_are_reused_and_closed_when_idle_too_long() {
+    use std::sync::atomic::Ordering;
+    let (up, accepted, closed) = keepalive_upstream().await;
+    let cfg = format!(
+        "{}\n[[providers]]\nname = \"up\"\nkind = \"openai-compatible\"\nbase_url = \"http://{up}/v1\"\napi_key = \"sk-test-up\"\nmodels = [\"m\"]\n",
+        server("upstream_idle_timeout_secs = 1")
+    );
+    let gw = Gateway::start(&cfg).await;
+    for i in 1..=5 {
+        let (s, _, body) = post(&gw.url("/v1/chat/completions"), &chat("m", false)).await;
+        assert_eq!(s, 200, "request {i}: {body}");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "five sequential requests on one pooled connection"
+    );
+    assert_eq!(closed.load(Ordering::SeqCst), 0);
+    wait_for(
+        "the idle connection to be closed by the gateway",
+        Duration::from_secs(10),
+        || {
+            let closed = closed.clone();
+            async move { (closed.load(Ordering::SeqCst) == 1).then_some(()) }
+        },
+    )
+    .await;
+    let (s, _, body) = post(&gw.url("/v1/chat/completions"), &chat("m", false)).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "a new connection after the old one was closed"
+    );
+    assert_eq!(
+        gw.metric_sum("switchyard_upstream_errors_total", &[]).await,
+        0.0
+    );
+}
+
+/// An upstream that records each request head and answers with an oddly spelled header.
+async fn case_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap().to_string();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    let body = r#"{"id":"x","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+    let serve = async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(k) = s.read(&mut chunk).await {
+                if k == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..k]);
+                let Some(h) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&buf[..h]).to_string();
+                let len: usize = header_of(&head.to_ascii_lowercase(), "content-length")
+                    .map_or(0, |v| v.parse().unwrap());
+                if buf.len() < h + 4 + len {
+                    continue;
+                }
+                buf.drain(..h + 4 + len);
+                seen.lock().unwrap().push(head);
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nX-UpStream-ODD: y\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            }
+        }
+    };
+    // The test's runtime ends the task with the test.
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(serve);
+    (a, heads)
+}
+
+/// Header names go out in the canonical case by default (one header map per message);
+/// `preserve_header_case = true` keeps each side's spelling.
+#[tokio::test]
+async fn header_name_case_is_canonical_unless_asked_to_preserve() {
+    for preserve in [false, true] {
+        let (up, heads) = case_upstream().await;
+        let cfg = format!(
+            "{}\n[[providers]]\nname = \"up\"\nkind = \"openai-compatible\"\nbase_url = \"http://{up}/v1\"\napi_key = \"sk-test-up\"\nmodels = [\"m\"]\n",
+            server(&format!("preserve_header_case = {preserve}"))
+        );
+        let gw = Gateway::start(&cfg).await;
+        let body = serde_json::to_vec(&chat("m", false)).unwrap();
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-CuStOm-Trace: t1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        s.write_all(&body).await.unwrap();
+        // The response head as the client read it, byte by byte.
+        let mut raw = Vec::new();
+        let mut byte = [0u8; 1];
+        while !raw.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).await.unwrap(), 1);
+            raw.push(byte[0]);
+        }
+        let head = heads.lock().unwrap().last().cloned().unwrap();
+        let resp_head = String::from_utf8_lossy(&raw).to_string();
+        if preserve {
+            assert!(head.contains("X-CuStOm-Trace: t1"), "{head}");
+            assert!(resp_head.contains("X-UpStream-ODD: y"), "{resp_head}");
+        } else {
+            assert!(head.contains("x-custom-trace: t1"), "{head}");
+            assert!(resp_head.contains("x-upstream-odd: y"), "{resp_head}");
+            assert!(
+                resp_head.contains("Content-Type: application/json"),
+                "{resp_head}"
+            );
+        }
+    }
+}

@@ -679,8 +679,8 @@ async fn live_config_body(store: StoreKind<'_>) {
     )
     .await;
     assert!(
-        set_at.elapsed() < Duration::from_millis(1500),
-        "within one refresh interval (200 ms) plus slack"
+        set_at.elapsed() < Duration::from_secs(3),
+        "within a few refresh intervals (200 ms each; slack for a loaded machine)"
     );
     let inflight = gw.admin_json("/health/inflight").await;
     assert_eq!(

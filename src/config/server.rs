@@ -67,6 +67,11 @@ pub struct ServerFile {
     pub max_request_header_bytes: usize,
     /// The longest model name accepted, bytes (400 beyond).
     pub max_model_name_bytes: usize,
+    /// Keep the spelling of header names as the client (toward the upstream) and the
+    /// upstream (toward the client) wrote them. Off: names go out in the canonical case
+    /// (`Content-Type`, lowercase for uncommon names), which HTTP says is the same, and
+    /// each message needs one header map instead of two.
+    pub preserve_header_case: bool,
     /// Client addresses (IPs or CIDR ranges) whose `X-Forwarded-For` is kept and appended
     /// to; from anyone else it is replaced by the client's address.
     pub trusted_proxies: Vec<String>,
@@ -100,6 +105,7 @@ impl Default for ServerFile {
             max_client_connections: 10_000,
             max_request_header_bytes: 64 * 1024,
             max_model_name_bytes: 256,
+            preserve_header_case: false,
             trusted_proxies: Vec::new(),
         }
     }
@@ -156,6 +162,8 @@ pub struct ServerSettings {
     pub max_request_header_bytes: usize,
     /// Longest model name.
     pub max_model_name_bytes: usize,
+    /// Header names keep their spelling.
+    pub preserve_header_case: bool,
     /// Proxies whose `X-Forwarded-For` is trusted.
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -331,6 +339,7 @@ impl ServerFile {
             max_client_connections: self.max_client_connections,
             max_request_header_bytes: self.max_request_header_bytes,
             max_model_name_bytes: self.max_model_name_bytes,
+            preserve_header_case: self.preserve_header_case,
             trusted_proxies,
         };
         if server.listen == server.admin_listen && server.listen.port() != 0 {

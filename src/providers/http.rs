@@ -102,17 +102,21 @@ pub(crate) fn up_disabled(up: &Upstream) -> Option<&'static str> {
     up.credential_invalid.then_some(CREDENTIAL_INVALID)
 }
 
-pub(crate) struct Timeouts {
+/// How upstream connections are made and kept.
+pub(crate) struct PeerSettings {
     pub(crate) connect: Duration,
     pub(crate) read: Duration,
     pub(crate) idle: Duration,
+    /// Keep the upstream's spelling of response header names (a second header map per
+    /// response).
+    pub(crate) preserve_header_case: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn build_upstream(
     spec: &UpstreamSpec<'_>,
     addr: Option<SocketAddr>,
-    t: &Timeouts,
+    t: &PeerSettings,
 ) -> Result<Upstream, String> {
     let url = spec.url;
     let base_path = spec.api_root.as_str();
@@ -132,6 +136,7 @@ pub(crate) fn build_upstream(
         p.options.write_timeout = Some(t.read);
         p.options.idle_timeout = Some(t.idle);
         p.options.alpn = ALPN::H1;
+        p.options.h1_preserve_response_header_case = t.preserve_header_case;
         p
     });
     let host =

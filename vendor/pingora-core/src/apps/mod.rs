@@ -108,6 +108,12 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None` (1 MiB)
     pub h1_max_header_bytes: Option<usize>,
+
+    /// Switchyard patch: keep the case of HTTP/1 request header names as the client sent
+    /// them (a second header map per request). `Some(false)`: canonical case only.
+    ///
+    /// Default: `None` (preserved)
+    pub h1_preserve_header_case: Option<bool>,
 }
 
 impl HttpServerOptions {
@@ -118,6 +124,9 @@ impl HttpServerOptions {
             self.h1_header_timeout,
             self.h1_max_header_bytes,
         );
+        if let Some(p) = self.h1_preserve_header_case {
+            session.set_preserve_header_case(p);
+        }
     }
 }
 

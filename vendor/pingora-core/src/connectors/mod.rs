@@ -30,7 +30,7 @@ use crate::upstreams::peer::{Peer, ALPN};
 use crate::offload::OffloadRuntime;
 pub use l4::Connect as L4Connect;
 use l4::{connect as l4_connect, BindTo};
-use log::{debug, error, warn};
+use log::{debug, warn};
 use parking_lot::RwLock;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_pool::{ConnectionMeta, ConnectionPool};
@@ -40,7 +40,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tls::TlsConnector;
-use tokio::sync::Mutex;
 
 #[derive(Clone, Debug)]
 pub(crate) struct IdleConnection {
@@ -170,7 +169,10 @@ impl ConnectorOptions {
 /// [TransportConnector] provides APIs to connect to servers via TCP or TLS with connection reuse
 pub struct TransportConnector {
     tls_ctx: tls::Connector,
-    connection_pool: Arc<ConnectionPool<Arc<Mutex<Stream>>>>,
+    // Switchyard patch: pooled streams are held as they are, with no idle-watch task per
+    // released connection; see `IdleStream` and `IdleReaper`.
+    connection_pool: Arc<ConnectionPool<IdleStream>>,
+    reaper: Arc<IdleReaper>,
     offload: Option<OffloadRuntime>,
     bind_to_v4: Vec<SocketAddr>,
     bind_to_v6: Vec<SocketAddr>,
@@ -204,6 +206,7 @@ impl TransportConnector {
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
             connection_pool: Arc::new(ConnectionPool::new(pool_size)),
+            reaper: Arc::new(IdleReaper::default()),
             offload: offload.map(|v| OffloadRuntime::new("upstream connect offload", v.0, v.1)),
             bind_to_v4,
             bind_to_v6,
@@ -248,58 +251,42 @@ impl TransportConnector {
     }
 
     /// Try to find a reusable connection to the given server [Peer]
+    // Switchyard patch: a pooled connection is checked when it is taken (its idle
+    // deadline, the fd still pointing at the peer, and one non-blocking `recv(MSG_PEEK)`
+    // that sees a close or unexpected data the reactor may not have reported yet) instead
+    // of being watched by a task while it is idle.
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
-        match self.connection_pool.get(&peer.reuse_hash()) {
-            Some(s) => {
-                debug!("find reusable stream, trying to acquire it");
-                {
-                    let _ = s.lock().await;
-                } // wait for the idle poll to release it
-                match Arc::try_unwrap(s) {
-                    Ok(l) => {
-                        let mut stream = l.into_inner();
-                        // test_reusable_stream: we assume server would never actively send data
-                        // first on an idle stream.
-                        #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
-                            && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
-                        {
-                            Some(stream)
-                        } else {
-                            None
-                        }
-                        #[cfg(windows)]
-                        {
-                            use std::os::windows::io::{AsRawSocket, RawSocket};
-                            struct WrappedRawSocket(RawSocket);
-                            impl AsRawSocket for WrappedRawSocket {
-                                fn as_raw_socket(&self) -> RawSocket {
-                                    self.0
-                                }
-                            }
-                            if peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
-                                && test_reusable_stream(
-                                    &mut stream,
-                                    &self.unexpected_data_conn_count,
-                                )
-                            {
-                                Some(stream)
-                            } else {
-                                None
-                            }
-                        }
-                    }
-                    Err(_) => {
-                        error!("failed to acquire reusable stream");
-                        None
+        let key = peer.reuse_hash();
+        // A few tries: a stale or closed connection is dropped and the next one looked at.
+        for _ in 0..4 {
+            let idle = self.connection_pool.get(&key)?;
+            self.reaper.taken(idle.pool_id);
+            if idle.deadline.is_some_and(|d| d <= Instant::now()) {
+                debug!("pooled connection idle beyond its timeout, dropped");
+                continue;
+            }
+            let mut stream = idle.stream;
+            #[cfg(unix)]
+            let matches = peer.matches_fd(stream.id());
+            #[cfg(windows)]
+            let matches = {
+                use std::os::windows::io::{AsRawSocket, RawSocket};
+                struct WrappedRawSocket(RawSocket);
+                impl AsRawSocket for WrappedRawSocket {
+                    fn as_raw_socket(&self) -> RawSocket {
+                        self.0
                     }
                 }
+                peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
+            };
+            if !matches {
+                continue;
             }
-            None => {
-                debug!("No reusable connection found for {peer}");
-                None
+            if taken_stream_alive(&mut stream, &self.unexpected_data_conn_count) {
+                return Some(stream);
             }
         }
+        None
     }
 
     /// Return the [Stream] to the [TransportConnector] for connection reuse.
@@ -309,6 +296,11 @@ impl TransportConnector {
     /// to be reused.
     ///
     /// If a [Stream] is dropped instead of being returned via this function. it will be closed.
+    // Switchyard patch: no task is spawned per released connection (stock Pingora ran an
+    // `idle_poll` task for each, woken and handed the stream back on every reuse). The
+    // connection goes into the pool as it is; liveness is checked when it is taken
+    // ([`Self::reused_stream`]) and connections idle past `idle_timeout` are closed by one
+    // reaper task per connector, every second.
     pub fn release_stream(
         &self,
         mut stream: Stream,
@@ -318,32 +310,27 @@ impl TransportConnector {
         if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
             return;
         }
-        let id = stream.id();
-        let meta = ConnectionMeta::new(key, id);
+        let pool_id = next_pool_id();
+        let meta = ConnectionMeta::new(key, pool_id);
         debug!("Try to keepalive client session");
-        let stream = Arc::new(Mutex::new(stream));
-        let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
-        let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);
-        let idle_meta = IdleConnection::new(meta);
-        let pool = self.connection_pool.clone(); //clone the arc
-        let keepalive_pool_callback = self.keepalive_pool_callback.clone();
-        let rt = pingora_runtime::current_handle();
-        rt.spawn(async move {
-            if pool
-                .idle_poll(
-                    locked_stream,
-                    &idle_meta.connection,
-                    idle_timeout,
-                    notify_close,
-                    watch_use,
-                )
-                .await
-            {
-                if let Some(callback) = keepalive_pool_callback {
-                    callback(idle_meta.elapsed());
-                }
-            }
-        });
+        let now = Instant::now();
+        let deadline = idle_timeout.map(|t| now + t);
+        // The eviction and pick-up signals are for an idle watcher; there is none.
+        let _ = self.connection_pool.put(
+            &meta,
+            IdleStream {
+                stream,
+                pool_id,
+                deadline,
+            },
+        );
+        if let Some(d) = deadline {
+            self.reaper.released(meta, now, d);
+            self.reaper.start_once(
+                &self.connection_pool,
+                self.keepalive_pool_callback.clone(),
+            );
+        }
     }
 
     /// Get a stream to the given server [Peer]
@@ -470,6 +457,132 @@ impl PreferredHttpVersion {
 
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
+
+// Switchyard patch: pooled connections without an idle-watch task.
+
+/// A connection in the pool, with the id it was pooled under and when it stops being
+/// worth reusing.
+pub struct IdleStream {
+    stream: Stream,
+    pool_id: PoolId,
+    deadline: Option<Instant>,
+}
+
+/// `pingora_pool`'s connection id type (private there).
+#[cfg(unix)]
+type PoolId = i32;
+#[cfg(windows)]
+type PoolId = usize;
+
+/// A pool id per release (not the fd): the reaper then closes exactly the release it
+/// recorded, never a later release of the same connection.
+fn next_pool_id() -> PoolId {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    (NEXT.fetch_add(1, Ordering::Relaxed) & (i32::MAX as usize)) as PoolId
+}
+
+/// The pooled connections with an idle deadline, closed when it passes by one task per
+/// connector.
+#[derive(Default)]
+pub struct IdleReaper {
+    idle: parking_lot::Mutex<HashMap<PoolId, (ConnectionMeta, Instant, Instant)>>,
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl IdleReaper {
+    fn released(&self, meta: ConnectionMeta, at: Instant, deadline: Instant) {
+        self.idle.lock().insert(meta.id, (meta, at, deadline));
+    }
+
+    fn taken(&self, id: PoolId) {
+        self.idle.lock().remove(&id);
+    }
+
+    /// The connections whose deadline passed (removed from the record).
+    fn expired(&self, now: Instant) -> Vec<(ConnectionMeta, Instant)> {
+        let mut idle = self.idle.lock();
+        let gone: Vec<PoolId> = idle
+            .iter()
+            .filter(|(_, (_, _, d))| *d <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        gone.into_iter()
+            .filter_map(|id| idle.remove(&id).map(|(m, at, _)| (m, at)))
+            .collect()
+    }
+
+    /// How many pooled connections have a deadline.
+    pub fn len(&self) -> usize {
+        self.idle.lock().len()
+    }
+
+    /// Whether no pooled connection has a deadline.
+    pub fn is_empty(&self) -> bool {
+        self.idle.lock().is_empty()
+    }
+
+    fn start_once(
+        self: &Arc<Self>,
+        pool: &Arc<ConnectionPool<IdleStream>>,
+        callback: Option<PoolCallback>,
+    ) {
+        if self.started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let (reaper, pool) = (Arc::downgrade(self), Arc::downgrade(pool));
+        pingora_runtime::current_handle().spawn(async move {
+            loop {
+                tokio::time::sleep(REAP_INTERVAL).await;
+                let (Some(reaper), Some(pool)) = (reaper.upgrade(), pool.upgrade()) else {
+                    return;
+                };
+                for (meta, at) in reaper.expired(Instant::now()) {
+                    // Dropping the pooled stream closes it.
+                    pool.pop_closed(&meta);
+                    if let Some(cb) = &callback {
+                        cb(at.elapsed());
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// How often idle pooled connections past their deadline are closed.
+const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whether a connection just taken from the pool can carry a request: a non-blocking
+/// `recv(MSG_PEEK)` on its socket answers at once whether the peer closed it or sent
+/// something, without waiting for the reactor to have reported it. Data on a TLS
+/// connection may be TLS' own (a session ticket): the TLS-aware check decides then.
+fn taken_stream_alive(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
+    #[cfg(unix)]
+    {
+        let mut b = [0u8; 1];
+        // SAFETY: `b` is a valid 1-byte buffer; the fd belongs to `stream`, alive here.
+        let n = unsafe {
+            libc::recv(
+                stream.id(),
+                b.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n == 0 {
+            debug!("pooled connection closed by the peer");
+            return false;
+        }
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                debug!("pooled connection broken: {e}");
+                return false;
+            }
+            return test_reusable_stream(stream, unexpected_data_conn_count);
+        }
+    }
+    test_reusable_stream(stream, unexpected_data_conn_count)
+}
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {

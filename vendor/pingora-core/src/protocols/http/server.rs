@@ -341,6 +341,14 @@ impl Session {
         }
     }
 
+    /// Switchyard patch: whether HTTP/1 request header names keep the client's case (see
+    /// the v1 session's `set_preserve_header_case`). No effect on h2 or subrequests.
+    pub fn set_preserve_header_case(&mut self, preserve: bool) {
+        if let Self::H1(s) = self {
+            s.set_preserve_header_case(preserve);
+        }
+    }
+
     /// Get the keepalive timeout. None if keepalive is disabled. Not applicable for h2 or
     /// subrequest
     pub fn get_keepalive(&self) -> Option<u64> {

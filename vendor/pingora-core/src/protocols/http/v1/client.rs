@@ -67,6 +67,8 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+    /// Switchyard patch: build response headers with the case-preserving name map.
+    preserve_response_header_case: bool,
     /// Switchyard patch (see vendor/PATCHES.md): a request header held back so that it
     /// leaves in the same send as a small Content-Length body.
     pending_header: Option<BytesMut>,
@@ -107,6 +109,7 @@ impl HttpSession {
             received_upgrade_req_body: false,
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
+            preserve_response_header_case: true,
             pending_header: None,
         }
     }
@@ -118,6 +121,7 @@ impl HttpSession {
             session.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
             );
+            session.preserve_response_header_case = options.h1_preserve_response_header_case;
         }
         session
     }
@@ -352,10 +356,16 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
-                        let mut response_header = match ResponseHeader::build(
-                            resp.code.unwrap(),
-                            Some(resp.headers.len()),
-                        ) {
+                        // Switchyard patch: the case-preserving name map only when asked for.
+                        let built = if self.preserve_response_header_case {
+                            ResponseHeader::build(resp.code.unwrap(), Some(resp.headers.len()))
+                        } else {
+                            ResponseHeader::build_no_case(
+                                resp.code.unwrap(),
+                                Some(resp.headers.len()),
+                            )
+                        };
+                        let mut response_header = match built {
                             Ok(header) => Box::new(header),
                             Err(e) => return self.fail_response_header_read(e),
                         };

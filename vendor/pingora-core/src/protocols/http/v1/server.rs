@@ -168,6 +168,8 @@ pub struct HttpSession {
     /// Switchyard patch: the largest request header accepted
     /// ([`REQUEST_HEADER_TOO_LARGE`] past it).
     max_header_bytes: usize,
+    /// Switchyard patch: build request headers with the case-preserving name map.
+    preserve_header_case: bool,
 }
 
 /// Switchyard patch (see vendor/PATCHES.md): the error type of a request header over
@@ -227,7 +229,16 @@ impl HttpSession {
             idle_timeout: None,
             header_timeout: None,
             max_header_bytes: MAX_HEADER_SIZE,
+            preserve_header_case: true,
         }
+    }
+
+    /// Switchyard patch: whether request header names keep their case as the client sent
+    /// them (a second, case-preserving header map per request, used when the request is
+    /// written to an upstream). Default `true`; with `false` an upstream sees the
+    /// canonical case.
+    pub fn set_preserve_header_case(&mut self, preserve: bool) {
+        self.preserve_header_case = preserve;
     }
 
     /// Switchyard patch (see vendor/PATCHES.md): the longest wait for the first byte of
@@ -437,7 +448,13 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
+                        // Switchyard patch: the case-preserving name map only when asked for.
+                        let build = if self.preserve_header_case {
+                            RequestHeader::build
+                        } else {
+                            RequestHeader::build_no_case
+                        };
+                        let mut request_header = Box::new(build(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
