@@ -7,8 +7,8 @@
 //! replica subscribes and records the keys. Only while the subscription is up, and after
 //! a `SCAN` of the keys that existed before it, is the index *synced*: then a key that is
 //! not in it is not in Redis, and the lookup is answered [`Lookup::Absent`] locally.
-//! Otherwise (starting, reconnecting, or the index full) an unknown key is
-//! [`Lookup::Unknown`] and the caller asks Redis, as it would without the mirror.
+//! Otherwise (starting, reconnecting) an unknown key is [`Lookup::Unknown`] and the
+//! caller asks Redis, as it would without the mirror.
 //!
 //! Mistakes stay on the safe side: a key in the index that Redis evicted or expired
 //! early makes one lookup that misses; an announcement that arrives after a request
@@ -16,8 +16,11 @@
 //! until the TTL it was stored with.
 //!
 //! The index holds a 64-bit hash per key (a collision only reads as "present": one
-//! lookup). Answers are held within a byte budget, oldest out first; an evicted answer
-//! leaves its key in the index.
+//! lookup), at most `max_keys` of them: when it is full the oldest key is forgotten, and
+//! a request for it is a miss (the upstream answers and the entry is stored again).
+//! Expired keys go in order from an expiry queue, a few at a time, never by a scan of
+//! the whole index. Answers are held within a byte budget, oldest out first; an evicted
+//! answer leaves its key in the index.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -50,10 +53,13 @@ struct Inner {
     /// Keys whose answer is held, oldest first, with the sequence number of the insert
     /// (a stale position is skipped).
     held: VecDeque<(u64, u64)>,
+    /// (expiry, key) in the order they were recorded: the oldest first. An item whose
+    /// key was recorded again since (another expiry) is stale and skipped.
+    expiries: VecDeque<(u64, u64)>,
     bytes: usize,
     seq: u64,
-    /// Bumped whenever knowledge was lost (an announcement dropped, a subscription
-    /// lost), so a resync that started before does not mark the index synced.
+    /// Bumped whenever knowledge was lost (the subscription), so a resync that started
+    /// before does not mark the index synced.
     losses: u64,
 }
 
@@ -104,16 +110,18 @@ impl CacheMirror {
     pub fn announce(&self, key: &str, ttl_ms: u64, now_ms: u64) {
         let h = hash_of(key);
         let mut inner = self.inner.lock();
-        if !inner.index.contains_key(&h) && !self.make_room(&mut inner, now_ms) {
-            return;
+        if !inner.index.contains_key(&h) {
+            self.make_room(&mut inner, now_ms);
         }
         let seq = inner.seq;
+        let expires = now_ms.saturating_add(ttl_ms);
         let e = inner.index.entry(h).or_insert(Entry {
             expires_ms: 0,
             value: None,
             seq,
         });
-        e.expires_ms = now_ms.saturating_add(ttl_ms);
+        e.expires_ms = expires;
+        Self::queue_expiry(&mut inner, expires, h);
     }
 
     /// Holds `value` as the answer of `key` for `ttl_ms` (stored by this replica, or read
@@ -125,20 +133,22 @@ impl CacheMirror {
         }
         let h = hash_of(key);
         let mut inner = self.inner.lock();
-        if !inner.index.contains_key(&h) && !self.make_room(&mut inner, now_ms) {
-            return;
+        if !inner.index.contains_key(&h) {
+            self.make_room(&mut inner, now_ms);
         }
         inner.seq += 1;
         let seq = inner.seq;
         let len = value.len();
+        let expires = now_ms.saturating_add(ttl_ms);
         let old = inner.index.insert(
             h,
             Entry {
-                expires_ms: now_ms.saturating_add(ttl_ms),
+                expires_ms: expires,
                 value: Some(value),
                 seq,
             },
         );
+        Self::queue_expiry(&mut inner, expires, h);
         if let Some(v) = old.and_then(|e| e.value) {
             inner.bytes -= v.len();
         }
@@ -166,39 +176,61 @@ impl CacheMirror {
         }
     }
 
-    /// Drops expired keys (and their answers).
+    /// Drops expired keys (and their answers), oldest first, stopping at the first
+    /// that has not expired.
     pub fn purge(&self, now_ms: u64) {
         let mut inner = self.inner.lock();
-        Self::purge_locked(&mut inner, now_ms);
+        Self::drop_expired(&mut inner, now_ms);
     }
 
-    fn purge_locked(inner: &mut Inner, now_ms: u64) {
-        let mut freed = 0;
-        inner.index.retain(|_, e| {
-            let keep = e.expires_ms > now_ms;
-            if !keep {
-                freed += e.value.as_ref().map_or(0, Bytes::len);
+    fn queue_expiry(inner: &mut Inner, expires: u64, h: u64) {
+        inner.expiries.push_back((expires, h));
+        if inner.expiries.len() > 2 * inner.index.len() + 1024 {
+            let Inner {
+                expiries, index, ..
+            } = inner;
+            expiries.retain(|(exp, k)| index.get(k).is_some_and(|e| e.expires_ms == *exp));
+        }
+    }
+
+    /// Removes the key of a queue item if the item is its latest record.
+    fn remove_if_latest(inner: &mut Inner, exp: u64, h: u64) -> bool {
+        if !inner.index.get(&h).is_some_and(|e| e.expires_ms == exp) {
+            return false;
+        }
+        if let Some(v) = inner.index.remove(&h).and_then(|e| e.value) {
+            inner.bytes -= v.len();
+        }
+        true
+    }
+
+    fn drop_expired(inner: &mut Inner, now_ms: u64) {
+        while let Some(&(exp, h)) = inner.expiries.front() {
+            if exp > now_ms {
+                break;
             }
-            keep
-        });
-        inner.bytes -= freed;
-        let Inner { held, index, .. } = inner;
-        held.retain(|(k, s)| index.get(k).is_some_and(|e| e.seq == *s));
+            inner.expiries.pop_front();
+            Self::remove_if_latest(inner, exp, h);
+        }
     }
 
-    /// Whether a new key fits; if not even after purging, knowledge is lost (the index is
-    /// no longer synced).
-    fn make_room(&self, inner: &mut Inner, now_ms: u64) -> bool {
+    /// Room for a new key: expired keys go first; if the index is still full, the
+    /// oldest key is forgotten (a request for it is then a miss).
+    fn make_room(&self, inner: &mut Inner, now_ms: u64) {
         if inner.index.len() < self.max_keys {
-            return true;
+            return;
         }
-        Self::purge_locked(inner, now_ms);
-        if inner.index.len() < self.max_keys {
-            return true;
+        Self::drop_expired(inner, now_ms);
+        while inner.index.len() >= self.max_keys {
+            let Some((exp, h)) = inner.expiries.pop_front() else {
+                break;
+            };
+            Self::remove_if_latest(inner, exp, h);
         }
-        inner.losses += 1;
-        self.synced.store(false, Ordering::Release);
-        false
+        let Inner { held, index, .. } = inner;
+        if held.len() > 2 * index.len() + 1024 {
+            held.retain(|(k, s)| index.get(k).is_some_and(|e| e.seq == *s));
+        }
     }
 
     /// The subscription was lost (or is not up yet): unknown keys must be asked for.
@@ -226,7 +258,18 @@ impl CacheMirror {
         self.synced.load(Ordering::Acquire)
     }
 
-    /// (keys, answers held, bytes held).
+    /// How many keys the index records.
+    pub fn len(&self) -> usize {
+        self.inner.lock().index.len()
+    }
+
+    /// Whether the index records no key.
+    pub fn is_empty(&self) -> bool {
+        self.inner.lock().index.is_empty()
+    }
+
+    /// (keys, answers held, bytes held). Counts the answers: O(keys), for tests and
+    /// diagnostics, not the hot path.
     pub fn stats(&self) -> (usize, usize, usize) {
         let inner = self.inner.lock();
         let held = inner.index.values().filter(|e| e.value.is_some()).count();
@@ -304,17 +347,37 @@ mod tests {
     }
 
     #[test]
-    fn a_full_index_purges_then_loses_sync() {
+    fn a_full_index_drops_expired_keys_then_forgets_the_oldest() {
         let m = CacheMirror::new(2, 1000);
         let l = m.desync();
         m.mark_synced(l);
         m.announce("{t}:a", 10, 0);
         m.announce("{t}:b", 1000, 0);
         m.announce("{t}:c", 1000, 20);
-        assert!(m.is_synced(), "the expired key made room");
-        m.announce("{t}:d", 1000, 20);
-        assert!(!m.is_synced(), "no room: a key is not recorded");
-        assert_eq!(m.lookup("{t}:d", 21), Lookup::Unknown);
+        assert_eq!(m.stats().0, 2, "the expired key made room");
+        m.announce("{t}:d", 1000, 30);
+        assert!(m.is_synced(), "a full index stays synced");
+        assert_eq!(m.lookup("{t}:b", 31), Lookup::Absent, "the oldest key is forgotten");
+        assert_eq!(m.lookup("{t}:c", 31), Lookup::Unknown);
+        assert_eq!(m.lookup("{t}:d", 31), Lookup::Unknown);
+    }
+
+    #[test]
+    fn purging_goes_by_the_expiry_queue_and_keeps_re_recorded_keys() {
+        let m = CacheMirror::new(100, 1000);
+        m.announce("{t}:a", 10, 0);
+        m.announce("{t}:b", 10, 0);
+        // Recorded again with a later expiry: the first record is stale.
+        m.announce("{t}:a", 100, 5);
+        m.purge(50);
+        assert_eq!(m.stats().0, 1);
+        m.hold("{t}:a", b("v"), 10, 60);
+        m.purge(200);
+        assert_eq!(m.stats(), (0, 0, 0));
+        for i in 0..5000 {
+            m.announce("{t}:same", 1000, i);
+        }
+        assert!(m.inner.lock().expiries.len() <= 1026, "stale records are compacted");
     }
 
     #[test]

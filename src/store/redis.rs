@@ -646,7 +646,7 @@ impl RedisStore {
             cursor = next;
         }
         m.mark_synced(losses);
-        self.mirror_keys.set(m.stats().0 as i64);
+        self.mirror_keys.set(m.len() as i64);
         self.mirror_synced.set(i64::from(m.is_synced()));
         Ok(stream)
     }
@@ -757,7 +757,7 @@ impl RedisStore {
                         ticks += 1;
                         if let (Some(m), 0) = (&self.mirror, ticks % 4) {
                             m.purge(self.now_ms());
-                            self.mirror_keys.set(m.stats().0 as i64);
+                            self.mirror_keys.set(m.len() as i64);
                             self.mirror_synced.set(i64::from(m.is_synced()));
                         }
                     }
