@@ -31,6 +31,22 @@ struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // End the WebDriver session first: chromedriver then quits the browser, which a
+        // killed chromedriver would leave running. Blocking and raw, as `drop` cannot
+        // await; bounded by a timeout.
+        use std::io::{Read, Write};
+        let addr = self.base.trim_start_matches("http://").to_string();
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let req = format!(
+                "DELETE /session/{} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            if s.write_all(req.as_bytes()).is_ok() {
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink);
+            }
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
