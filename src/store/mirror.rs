@@ -357,7 +357,11 @@ mod tests {
         assert_eq!(m.stats().0, 2, "the expired key made room");
         m.announce("{t}:d", 1000, 30);
         assert!(m.is_synced(), "a full index stays synced");
-        assert_eq!(m.lookup("{t}:b", 31), Lookup::Absent, "the oldest key is forgotten");
+        assert_eq!(
+            m.lookup("{t}:b", 31),
+            Lookup::Absent,
+            "the oldest key is forgotten"
+        );
         assert_eq!(m.lookup("{t}:c", 31), Lookup::Unknown);
         assert_eq!(m.lookup("{t}:d", 31), Lookup::Unknown);
     }
@@ -377,7 +381,10 @@ mod tests {
         for i in 0..5000 {
             m.announce("{t}:same", 1000, i);
         }
-        assert!(m.inner.lock().expiries.len() <= 1026, "stale records are compacted");
+        assert!(
+            m.inner.lock().expiries.len() <= 1026,
+            "stale records are compacted"
+        );
     }
 
     #[test]
