@@ -195,7 +195,7 @@ impl CacheMirror {
 
     /// Removes the key of a queue item if the item is its latest record.
     fn remove_if_latest(inner: &mut Inner, exp: u64, h: u64) -> bool {
-        if !inner.index.get(&h).is_some_and(|e| e.expires_ms == exp) {
+        if inner.index.get(&h).is_none_or(|e| e.expires_ms != exp) {
             return false;
         }
         if let Some(v) = inner.index.remove(&h).and_then(|e| e.value) {
