@@ -206,5 +206,25 @@ fn transcode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, head_parse, routing, rewrite, usage, transcode);
+fn cache_key(c: &mut Criterion) {
+    use switchyard_filters::cachekey::{key, key_reference};
+    use switchyard_filters::endpoint::Endpoint;
+    let big = big_body();
+    let mut g = c.benchmark_group("cache_key");
+    g.bench_function("borrowed/small", |b| {
+        b.iter(|| key(Endpoint::Chat, "m", black_box(SMALL)))
+    });
+    g.bench_function("value_tree/small", |b| {
+        b.iter(|| key_reference(Endpoint::Chat, "m", black_box(SMALL)))
+    });
+    g.bench_function("borrowed/6KiB", |b| {
+        b.iter(|| key(Endpoint::Chat, "m", black_box(&big)))
+    });
+    g.bench_function("value_tree/6KiB", |b| {
+        b.iter(|| key_reference(Endpoint::Chat, "m", black_box(&big)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, head_parse, routing, rewrite, usage, transcode, cache_key);
 criterion_main!(benches);

@@ -100,15 +100,95 @@ fn canonical(v: &Value, out: &mut Vec<u8>, top: bool) {
     }
 }
 
+/// Writes the JSON value `raw` canonically, like [`canonical`] but from borrowed text:
+/// objects are read into maps of borrowed keys and raw values (no `Value` tree, no
+/// copies of the strings), strings without escapes are copied as they are (serde_json
+/// would write them the same), numbers are parsed and written back (so `1e2` and `100.0`
+/// agree, as they do through a `Value`). `None` when a key has escapes (it cannot be
+/// borrowed): the caller then takes the `Value` path, which gives the same bytes.
+fn canonical_raw(raw: &str, out: &mut Vec<u8>, top: bool) -> Option<()> {
+    use serde_json::value::RawValue;
+    match raw.as_bytes().first()? {
+        b'{' => {
+            let m: std::collections::BTreeMap<&str, &RawValue> = serde_json::from_str(raw).ok()?;
+            out.push(b'{');
+            let mut first = true;
+            for (k, v) in m {
+                if top && IGNORED.contains(&k) {
+                    continue;
+                }
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                serde_json::to_writer(&mut *out, k).ok()?;
+                out.push(b':');
+                canonical_raw(v.get(), out, false)?;
+            }
+            out.push(b'}');
+        }
+        b'[' => {
+            let a: Vec<&RawValue> = serde_json::from_str(raw).ok()?;
+            out.push(b'[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_raw(v.get(), out, false)?;
+            }
+            out.push(b']');
+        }
+        b'"' if !raw.as_bytes().contains(&b'\\') => out.extend_from_slice(raw.as_bytes()),
+        b'"' => {
+            let s: String = serde_json::from_str(raw).ok()?;
+            serde_json::to_writer(&mut *out, &s).ok()?;
+        }
+        b't' | b'f' | b'n' => out.extend_from_slice(raw.as_bytes()),
+        _ => {
+            let n: serde_json::Number = serde_json::from_str(raw).ok()?;
+            serde_json::to_writer(&mut *out, &n).ok()?;
+        }
+    }
+    Some(())
+}
+
 /// The cache key (64 hex digits) of a request body, or `None` if it is not a JSON
 /// object. `model` is the model the request resolves to (after aliases), so aliases of
 /// one model share entries.
 pub fn key(endpoint: Endpoint, model: &str, body: &[u8]) -> Option<String> {
+    let mut material = Vec::with_capacity(body.len() + 64);
+    material.extend_from_slice(b"switchyard-cache-v1\n");
+    material.extend_from_slice(endpoint.label().as_bytes());
+    material.push(b'\n');
+    material.extend_from_slice(model.as_bytes());
+    material.push(b'\n');
+    let prefix = material.len();
+    let raw = std::str::from_utf8(body)
+        .ok()
+        .and_then(|b| serde_json::from_str::<&serde_json::value::RawValue>(b).ok());
+    let done = raw.is_some_and(|r| {
+        r.get().starts_with('{') && canonical_raw(r.get(), &mut material, true).is_some()
+    });
+    if !done {
+        material.truncate(prefix);
+        let v: Value = serde_json::from_slice(body).ok()?;
+        if !v.is_object() {
+            return None;
+        }
+        canonical(&v, &mut material, true);
+    }
+    Some(hex::encode(Sha256::digest(&material)))
+}
+
+/// The same key through a `serde_json::Value` tree, as [`key`] computed it before the
+/// borrowed path: the reference the tests hold [`key`] to, and the benchmark's
+/// baseline. Slower; not for the request path.
+pub fn key_reference(endpoint: Endpoint, model: &str, body: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(body).ok()?;
     if !v.is_object() {
         return None;
     }
-    let mut material = Vec::with_capacity(body.len() + 64);
+    let mut material = Vec::new();
     material.extend_from_slice(b"switchyard-cache-v1\n");
     material.extend_from_slice(endpoint.label().as_bytes());
     material.push(b'\n');
@@ -121,6 +201,60 @@ pub fn key(endpoint: Endpoint, model: &str, body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| Value::from(n)),
+            any::<u64>().prop_map(|n| Value::from(n)),
+            (-1e6f64..1e6).prop_map(|f| Value::from(f)),
+            "[ -~é\u{2028}\n\t\"\\\\]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::vec(("[a-z_\"\\\\é]{1,6}", inner), 0..5)
+                    .prop_map(|kv| { Value::Object(kv.into_iter().collect()) }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// The borrowed path gives the same key as the `Value` path, for any JSON
+        /// (escaped keys and strings, numbers in any spelling serde_json writes).
+        #[test]
+        fn borrowed_canonical_form_matches_the_value_tree(
+            fields in proptest::collection::vec(("[a-z_\"\\\\]{1,8}", json_value()), 0..6),
+        ) {
+            let body: Value = Value::Object(fields.into_iter().collect());
+            let bytes = serde_json::to_vec(&body).unwrap();
+            proptest::prop_assert_eq!(
+                key(Endpoint::Chat, "m", &bytes),
+                key_reference(Endpoint::Chat, "m", &bytes)
+            );
+        }
+    }
+
+    #[test]
+    fn number_spellings_and_escapes_agree_with_the_value_tree() {
+        for body in [
+            &br#"{"temperature":0,"x":1e2,"y":0.0,"z":-0,"w":12345678901234567890}"#[..],
+            br#"{"a":"\u0041\n","b\"q":1,"messages":[{"content":"caf\u00e9"}]}"#,
+            br#"{"n":1.5E-3,"deep":[[[{"b":1,"a":2}]]],"s":"plain"}"#,
+            br#"  {"padded" : [ 1 , 2 ] }  "#,
+        ] {
+            assert_eq!(
+                key(Endpoint::Chat, "m", body),
+                key_reference(Endpoint::Chat, "m", body),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
 
     fn head(b: &[u8]) -> RequestHead<'_> {
         RequestHead::parse(b).unwrap()
