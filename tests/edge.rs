@@ -911,6 +911,20 @@ fn connection_cap_admits_refuses_and_bounds_refusals() {
 /// An upstream that answers each request on a connection and then closes it a moment
 /// later without saying so (as an upstream with a short keep-alive timeout does).
 /// Returns its address, the count of requests it received and of connections it closed.
+/// Takes one whole request (the header, then Content-Length bytes) off the front of
+/// `buf`, returning its header; `None` while it has not all arrived.
+fn take_request(buf: &mut Vec<u8>) -> Option<String> {
+    let h = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..h]).to_string();
+    let len: usize =
+        header_of(&head.to_ascii_lowercase(), "content-length").map_or(0, |v| v.parse().unwrap());
+    if buf.len() < h + 4 + len {
+        return None;
+    }
+    buf.drain(..h + 4 + len);
+    Some(head)
+}
+
 async fn closing_upstream() -> (String, Counter, Counter) {
     use std::sync::atomic::Ordering;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -934,13 +948,8 @@ async fn closing_upstream() -> (String, Counter, Counter) {
                     Ok(0) | Err(_) => break false,
                     Ok(k) => buf.extend_from_slice(&chunk[..k]),
                 }
-                if let Some(h) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buf[..h]).to_ascii_lowercase();
-                    let len: usize =
-                        header_of(&head, "content-length").map_or(0, |v| v.parse().unwrap());
-                    if buf.len() >= h + 4 + len {
-                        break true;
-                    }
+                if take_request(&mut buf).is_some() {
+                    break true;
                 }
             };
             if !done {
@@ -1029,14 +1038,7 @@ async fn keepalive_upstream() -> (String, Counter, Counter) {
                         }
                         Ok(k) => buf.extend_from_slice(&chunk[..k]),
                     }
-                    while let Some(h) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..h]).to_ascii_lowercase();
-                        let len: usize =
-                            header_of(&head, "content-length").map_or(0, |v| v.parse().unwrap());
-                        if buf.len() < h + 4 + len {
-                            break;
-                        }
-                        buf.drain(..h + 4 + len);
+                    while take_request(&mut buf).is_some() {
                         let resp = format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                             body.len()
@@ -1117,16 +1119,9 @@ async fn case_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>
                     break;
                 }
                 buf.extend_from_slice(&chunk[..k]);
-                let Some(h) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                let Some(head) = take_request(&mut buf) else {
                     continue;
                 };
-                let head = String::from_utf8_lossy(&buf[..h]).to_string();
-                let len: usize = header_of(&head.to_ascii_lowercase(), "content-length")
-                    .map_or(0, |v| v.parse().unwrap());
-                if buf.len() < h + 4 + len {
-                    continue;
-                }
-                buf.drain(..h + 4 + len);
                 seen.lock().unwrap().push(head);
                 let resp = format!(
                     "HTTP/1.1 200 OK\r\nX-UpStream-ODD: y\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",

@@ -281,7 +281,12 @@ impl TransportConnector {
             if !matches {
                 continue;
             }
-            if taken_stream_alive(&mut stream, &self.unexpected_data_conn_count) {
+            // The same check as at release: a close or unexpected data the reactor
+            // recorded while the connection was idle (its socket stays registered; no
+            // task needs to watch). A `recv(MSG_PEEK)` here would also see a close the
+            // reactor has not processed yet, but costs a system call per request:
+            // measured, more than the task it replaced.
+            if test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
                 return Some(stream);
             }
         }
@@ -550,15 +555,6 @@ impl IdleReaper {
 /// How often idle pooled connections past their deadline are closed.
 const REAP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Whether a connection just taken from the pool can carry a request: the same check as
-/// at release, which sees a close or unexpected data the reactor reported while the
-/// connection was idle (the socket stays registered with it; no task needs to watch).
-/// A `recv(MSG_PEEK)` here would see a close even the reactor has not processed yet,
-/// but costs a system call per request; measured, it cost more than the task it
-/// replaced, so it is not made.
-fn taken_stream_alive(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
-    test_reusable_stream(stream, unexpected_data_conn_count)
-}
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {

@@ -20,6 +20,9 @@
 //! [`Store::ping`] — called by the refresher every second while down — succeeds again.
 //! Every call the gateway sends is counted in `switchyard_redis_calls_total{call}`.
 
+mod sliced;
+mod upkeep;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::ThreadId;
@@ -27,25 +30,23 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use parking_lot::Mutex;
 use pingora_core::server::ShutdownWatch;
 use prometheus::{IntCounter, IntCounterVec, IntGauge};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script, Value};
-use switchyard_filters::bucket::{Admission, BucketStatus, Limit};
+use redis::{AsyncCommands, Script};
 
-use super::lease::{Ask, Grant, Leases, Need, SLICE_DIVISOR};
-use super::mirror::{CacheMirror, Lookup};
+use super::lease::Leases;
+use super::mirror::CacheMirror;
 use super::{
     AdmitArgs, AdmitResult, Finish, RuntimeField, RuntimeValues, Store, StoreError, TenantRecord,
     QUOTA_TTL,
 };
 
-const LEASE_LUA: &str = include_str!("lease.lua");
-const STORE_LUA: &str = include_str!("store.lua");
-const LOOKUP_LUA: &str = include_str!("lookup.lua");
-const QUOTA_LUA: &str = include_str!("quota.lua");
+const LEASE_LUA: &str = include_str!("../lease.lua");
+const STORE_LUA: &str = include_str!("../store.lua");
+const LOOKUP_LUA: &str = include_str!("../lookup.lua");
+const QUOTA_LUA: &str = include_str!("../quota.lua");
 /// Takes the controller lease if free, renews it if `holder` has it (one round trip, so
 /// two replicas never both believe they hold it).
 const CONTROL_LEASE_LUA: &str = r"
@@ -258,6 +259,10 @@ impl RedisStore {
         if self.up.swap(up, Ordering::Relaxed) != up {
             self.up_gauge.set(i64::from(up));
             if up {
+                // Connections from before the outage may be broken without knowing it
+                // yet: every thread starts over with a fresh one rather than finding out
+                // on a request (which would mark the store down again).
+                self.conns.lock().clear();
                 log::info!("redis is reachable");
             } else {
                 log::warn!("redis is unreachable; serving on the last snapshot (cache bypassed, limits per on_outage)");
@@ -344,462 +349,6 @@ impl RedisStore {
         let vals: Vec<Option<T>> = c.mget(&keys).await.map_err(|e| self.fail(e))?;
         Ok(members.into_iter().zip(vals).collect())
     }
-}
-
-/// The hash tag of a cache key (`{scope}`), which picks its cluster slot.
-fn tag_of(key: &str) -> &str {
-    key.find('}').map_or(key, |i| &key[..=i])
-}
-
-/// Whether a cache key (`{scope}:<hash>`) shares the tenant's hash tag (one cluster slot
-/// with its buckets, so the lookup can join the slice's script).
-fn same_slot(key: &str, tenant: &str) -> bool {
-    key.strip_prefix('{')
-        .and_then(|k| k.strip_prefix(tenant))
-        .is_some_and(|k| k.starts_with('}'))
-}
-
-fn allowed() -> Admission {
-    Admission {
-        allowed: true,
-        ..Admission::default()
-    }
-}
-
-impl RedisStore {
-    /// Admission from the local slice when it covers the request, from a new slice
-    /// otherwise; the cache from the mirror when it knows, from Redis otherwise (in the
-    /// slice's call when one is made).
-    async fn admit_sliced(&self, a: &AdmitArgs<'_>) -> Result<AdmitResult, StoreError> {
-        if !self.is_up() {
-            // The outage policy decides while Redis is known down, as it would without
-            // slices (a slice held is kept, and used or given back once Redis is back).
-            return Err(StoreError::Unavailable("redis is down".into()));
-        }
-        let now = self.now_ms();
-        let (mut cached, mut unknown) = (None, None);
-        if let Some(k) = a.cache_key {
-            match self
-                .mirror
-                .as_ref()
-                .map_or(Lookup::Unknown, |m| m.lookup(k, now))
-            {
-                Lookup::Hit(v) => cached = Some(v),
-                Lookup::Absent => {}
-                Lookup::Unknown => unknown = Some(k),
-            }
-        }
-        let limited = !a.requests.is_unlimited() || !a.tokens.is_unlimited();
-        if let Some(k) = unknown.filter(|k| !limited || !same_slot(k, a.tenant)) {
-            cached = self.lookup_remote(k).await?;
-            unknown = None;
-        }
-        if !limited {
-            return Ok(AdmitResult {
-                admission: allowed(),
-                cached,
-                reserved: 0,
-                fallback: false,
-            });
-        }
-        let need = Need {
-            requests: a.requests,
-            tokens: a.tokens,
-            token_cost: if cached.is_some() { 0 } else { a.token_cost },
-        };
-        let local = self.leases.lock().try_local(a.tenant, &need, now);
-        match local {
-            Ok(admission) => {
-                let mut reserved = need.tok();
-                if let Some(k) = unknown {
-                    // The slice covered the limits; only the lookup is left.
-                    cached = match self.lookup_remote(k).await {
-                        Ok(v) => v,
-                        Err(e) => {
-                            self.leases.lock().restore(
-                                super::lease::GiveBack {
-                                    tenant: a.tenant.into(),
-                                    requests: need.req(),
-                                    tokens: reserved as i64,
-                                    requests_limit: a.requests,
-                                    tokens_limit: a.tokens,
-                                },
-                                now,
-                            );
-                            return Err(e);
-                        }
-                    };
-                    if cached.is_some() && reserved > 0 {
-                        // A hit costs no tokens.
-                        self.leases.lock().settle(a.tenant, reserved, 0, now);
-                        reserved = 0;
-                    }
-                }
-                Ok(AdmitResult {
-                    admission,
-                    cached,
-                    reserved,
-                    fallback: false,
-                })
-            }
-            Err(ask) => {
-                let (grant, hit) = self.take_slice(a, &ask, unknown).await?;
-                let (need, ask) = match hit {
-                    Some(v) => {
-                        cached = Some(v);
-                        (
-                            Need {
-                                token_cost: 0,
-                                ..need
-                            },
-                            Ask {
-                                tokens: 0,
-                                extra_tokens: 0,
-                                ..ask
-                            },
-                        )
-                    }
-                    None => (need, ask),
-                };
-                let admission = {
-                    let mut leases = self.leases.lock();
-                    let adm = leases.granted(a.tenant, &need, &ask, &grant, self.now_ms());
-                    self.slices_held.set(leases.len() as i64);
-                    adm
-                };
-                Ok(AdmitResult {
-                    admission,
-                    cached: cached.filter(|_| admission.allowed),
-                    reserved: if admission.allowed { need.tok() } else { 0 },
-                    fallback: false,
-                })
-            }
-        }
-    }
-
-    /// One call of `lease.lua`: the need and an extra slice, and the cache entry when
-    /// `cache_key` is given (it shares the tenant's slot).
-    async fn take_slice(
-        &self,
-        a: &AdmitArgs<'_>,
-        ask: &Ask,
-        cache_key: Option<&str>,
-    ) -> Result<(Grant, Option<Bytes>), StoreError> {
-        let mut c = self.conn(Call::Lease).await?;
-        let tag = format!("{{{}}}", a.tenant);
-        let out: Vec<Value> = self
-            .lease_script
-            .key(self.k(&format!("rl:{tag}:req")))
-            .key(self.k(&format!("rl:{tag}:tok")))
-            .key(cache_key.map_or_else(String::new, |k| self.k(&format!("cache:{k}"))))
-            .arg(a.requests.per_minute)
-            .arg(a.tokens.per_minute)
-            .arg(ask.requests)
-            .arg(ask.tokens)
-            .arg(ask.debt)
-            .arg(ask.extra_requests)
-            .arg(ask.extra_tokens)
-            .arg(SLICE_DIVISOR)
-            .arg("take")
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.fail(e))?;
-        if out.len() < 12 {
-            return Err(StoreError::Protocol(
-                "lease script returned too little".into(),
-            ));
-        }
-        let admission = Admission {
-            allowed: int(&out[0]) == 1,
-            refused_by: match int(&out[1]) {
-                1 => Some("requests"),
-                2 => Some("tokens"),
-                _ => None,
-            },
-            retry_after_ms: int(&out[2]).max(0) as u64,
-            requests: status(int(&out[3]), int(&out[4]), a.requests),
-            tokens: status(int(&out[5]), int(&out[6]), a.tokens),
-        };
-        let hit = match (&out[7], cache_key) {
-            (Value::BulkString(b), Some(k)) => {
-                let v = Bytes::from(b.clone());
-                self.hold(k, &v, int(&out[8]));
-                Some(v)
-            }
-            _ => None,
-        };
-        Ok((
-            Grant {
-                admission,
-                extra_requests: int(&out[9]).max(0) as u64,
-                extra_tokens: int(&out[10]).max(0) as u64,
-                debt_charged: !a.tokens.is_unlimited(),
-            },
-            hit,
-        ))
-    }
-
-    /// A cache lookup the mirror could not answer (`lookup.lua`: the entry and its TTL,
-    /// so the answer can be held until then).
-    async fn lookup_remote(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        let mut c = self.conn(Call::Lookup).await?;
-        let (v, pttl): (Option<Vec<u8>>, i64) = self
-            .lookup_script
-            .key(self.k(&format!("cache:{key}")))
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.fail(e))?;
-        Ok(v.map(|v| {
-            let v = Bytes::from(v);
-            self.hold(key, &v, pttl);
-            v
-        }))
-    }
-
-    fn hold(&self, key: &str, value: &Bytes, pttl: i64) {
-        if let (Some(m), true) = (&self.mirror, pttl > 0) {
-            m.hold(key, value.clone(), pttl as u64, self.now_ms());
-        }
-    }
-
-    /// Gives back a slice (`lease.lua` in `give` mode).
-    async fn give_back(&self, g: &super::lease::GiveBack) -> Result<(), StoreError> {
-        let mut c = self.conn(Call::GiveBack).await?;
-        let tag = format!("{{{}}}", g.tenant);
-        let _: i64 = self
-            .lease_script
-            .key(self.k(&format!("rl:{tag}:req")))
-            .key(self.k(&format!("rl:{tag}:tok")))
-            .key("")
-            .arg(g.requests_limit.per_minute)
-            .arg(g.tokens_limit.per_minute)
-            .arg(g.requests)
-            .arg(g.tokens)
-            .arg(0)
-            .arg(0)
-            .arg(0)
-            .arg(SLICE_DIVISOR)
-            .arg("give")
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.fail(e))?;
-        Ok(())
-    }
-
-    /// Gives back the slices idle for [`super::lease::HOLD`] (all with `all`); what
-    /// cannot be sent is kept for the next round, except at shutdown.
-    async fn sweep(&self, all: bool) {
-        let idle = {
-            let mut leases = self.leases.lock();
-            let idle = leases.take_idle(self.now_ms(), all);
-            self.slices_held.set(leases.len() as i64);
-            idle
-        };
-        for g in idle {
-            if let Err(e) = self.give_back(&g).await {
-                log::debug!("rate-limit slice not given back: {e}");
-                if !all {
-                    self.leases.lock().restore(g, self.now_ms());
-                }
-            }
-        }
-    }
-
-    /// Subscribes to the announcements, then scans the keys that existed before, and
-    /// marks the mirror synced (unless knowledge was lost meanwhile).
-    async fn follow(&self, m: &CacheMirror) -> Result<redis::aio::PubSubStream, StoreError> {
-        let losses = m.desync();
-        self.calls[Call::Mirror as usize].inc();
-        let mut ps = tokio::time::timeout(self.timeout * 4, self.client.get_async_pubsub())
-            .await
-            .map_err(|_| StoreError::Unavailable("subscribe timed out".into()))?
-            .map_err(|e| self.fail(e))?;
-        ps.subscribe(&self.channel)
-            .await
-            .map_err(|e| self.fail(e))?;
-        let stream = ps.into_on_message();
-        let pattern = self.k("cache:*");
-        let strip = self.prefix.len() + "cache:".len();
-        let max_ttl = self.mirror_ttl_ms;
-        let mut c = self.conn_any(Call::Mirror).await?;
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut c)
-                .await
-                .map_err(|e| self.fail(e))?;
-            let now = self.now_ms();
-            for k in &keys {
-                if let Some(key) = k.get(strip..) {
-                    m.announce(key, max_ttl, now);
-                }
-            }
-            if next == 0 {
-                break;
-            }
-            self.calls[Call::Mirror as usize].inc();
-            cursor = next;
-        }
-        m.mark_synced(losses);
-        self.mirror_keys.set(m.len() as i64);
-        self.mirror_synced.set(i64::from(m.is_synced()));
-        Ok(stream)
-    }
-
-    fn on_announcement(&self, m: &CacheMirror, msg: &redis::Msg) {
-        let Ok(text) = std::str::from_utf8(msg.get_payload_bytes()) else {
-            return;
-        };
-        let mut lines = text.lines();
-        if lines.next() == Some(self.origin.as_str()) {
-            // Our own stores: already held.
-            return;
-        }
-        let now = self.now_ms();
-        for line in lines {
-            if let Some((ttl, key)) = line.split_once(' ') {
-                if let Ok(ttl) = ttl.parse::<u64>() {
-                    m.announce(key, ttl, now);
-                }
-            }
-        }
-    }
-
-    /// Writes the queued answers in batches (one `store.lua` call per batch and hash
-    /// tag) while there are any; what accumulates during a call goes in the next.
-    async fn write_behind(&self, mut shutdown: ShutdownWatch) {
-        loop {
-            tokio::select! {
-                _ = self.writes_ready.notified() => self.flush().await,
-                _ = shutdown.changed() => {
-                    self.flush().await;
-                    return;
-                }
-            }
-        }
-    }
-
-    async fn flush(&self) {
-        loop {
-            let mut batch = std::mem::take(&mut *self.writes.lock());
-            if batch.is_empty() {
-                return;
-            }
-            // One call per hash tag (cluster slot), at most MAX_BATCH answers each.
-            batch.sort_by(|a, b| tag_of(&a.key).cmp(tag_of(&b.key)));
-            for group in batch.chunk_by(|a, b| tag_of(&a.key) == tag_of(&b.key)) {
-                for chunk in group.chunks(MAX_BATCH) {
-                    if let Err(e) = self.store_batch(chunk).await {
-                        log::debug!("{} cache entries not stored: {e}", chunk.len());
-                    }
-                }
-            }
-        }
-    }
-
-    async fn store_batch(&self, batch: &[PendingWrite]) -> Result<(), StoreError> {
-        let mut c = self.conn(Call::Store).await?;
-        let mut note = String::with_capacity(17 + batch.len() * 96);
-        note.push_str(&self.origin);
-        let mut inv = self.store_script.prepare_invoke();
-        for w in batch {
-            inv.key(self.k(&format!("cache:{}", w.key)));
-            note.push('\n');
-            note.push_str(&w.ttl_ms.to_string());
-            note.push(' ');
-            note.push_str(&w.key);
-        }
-        inv.arg(&self.channel).arg(&note);
-        for w in batch {
-            inv.arg(w.value.as_ref()).arg(w.ttl_ms);
-        }
-        let _: i64 = inv.invoke_async(&mut c).await.map_err(|e| self.fail(e))?;
-        Ok(())
-    }
-
-    /// The background upkeep: follows the cache announcements (resubscribing with
-    /// backoff), gives back idle slices every 250 ms, purges expired keys every second;
-    /// at shutdown gives back every slice.
-    async fn upkeep(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut ticks: u64 = 0;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let mut stream = match &self.mirror {
-                Some(m) if self.is_up() => match self.follow(m).await {
-                    Ok(s) => {
-                        backoff = Duration::from_millis(100);
-                        Some(s)
-                    }
-                    Err(e) => {
-                        log::debug!("cache mirror not following: {e}");
-                        None
-                    }
-                },
-                _ => None,
-            };
-            let retry = tokio::time::sleep(backoff);
-            tokio::pin!(retry);
-            loop {
-                tokio::select! {
-                    _ = shutdown.changed() => {
-                        self.sweep(true).await;
-                        return;
-                    }
-                    _ = tick.tick() => {
-                        self.sweep(false).await;
-                        ticks += 1;
-                        if let (Some(m), 0) = (&self.mirror, ticks % 4) {
-                            m.purge(self.now_ms());
-                            self.mirror_keys.set(m.len() as i64);
-                            self.mirror_synced.set(i64::from(m.is_synced()));
-                        }
-                    }
-                    msg = async { stream.as_mut()?.next().await }, if stream.is_some() => {
-                        match (msg, &self.mirror) {
-                            (Some(msg), Some(m)) => self.on_announcement(m, &msg),
-                            _ => {
-                                if let Some(m) = &self.mirror {
-                                    m.desync();
-                                    self.mirror_synced.set(0);
-                                }
-                                break;
-                            }
-                        }
-                    }
-                    _ = &mut retry, if stream.is_none() && self.mirror.is_some() => {
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        break;
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn int(v: &Value) -> i64 {
-    match v {
-        Value::Int(i) => *i,
-        Value::BulkString(b) => std::str::from_utf8(b)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
-        _ => 0,
-    }
-}
-
-fn status(remaining: i64, reset: i64, limit: Limit) -> Option<BucketStatus> {
-    (remaining >= 0).then(|| BucketStatus {
-        limit: limit.per_minute,
-        remaining: remaining as u64,
-        reset_ms: reset.max(0) as u64,
-    })
 }
 
 #[async_trait]
