@@ -1178,3 +1178,147 @@ async fn header_name_case_is_canonical_unless_asked_to_preserve() {
         }
     }
 }
+
+/// An upstream that streams one SSE event and then holds the stream open; counts the
+/// connections it saw closed by the gateway.
+async fn holding_stream_upstream() -> (String, Counter) {
+    use std::sync::atomic::Ordering;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap().to_string();
+    let closed = Counter::default();
+    let clo = closed.clone();
+    let serve = async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let clo = clo.clone();
+            let conn = async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while take_request(&mut buf).is_none() {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                let event = "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}\n\n";
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
+                    event.len()
+                );
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                // Nothing more is sent: only the gateway closing ends this read.
+                loop {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+                clo.fetch_add(1, Ordering::SeqCst);
+            };
+            // The test's runtime ends the task with the test.
+            #[allow(clippy::disallowed_methods)]
+            tokio::spawn(conn);
+        }
+    };
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(serve);
+    (a, closed)
+}
+
+/// A client that goes away in the middle of a stream is noticed while the gateway waits
+/// on the upstream (the request body was read whole, so nothing else reads the client's
+/// socket): the upstream request is closed at once, not left to the 600 s read timeout.
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_ends_the_upstream_request() {
+    use std::sync::atomic::Ordering;
+    let (up, closed) = holding_stream_upstream().await;
+    let cfg = format!(
+        "{}\n[[providers]]\nname = \"up\"\nkind = \"openai-compatible\"\nbase_url = \"http://{up}/v1\"\napi_key = \"sk-test-up\"\nmodels = [\"m\"]\n",
+        server("")
+    );
+    let gw = Gateway::start(&cfg).await;
+    let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
+    s.write_all(&chat_req("m", true, "")).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\"hi\"") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("the first event in time")
+            .unwrap();
+        assert!(n > 0, "closed before the first event");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(closed.load(Ordering::SeqCst), 0);
+    drop(s);
+    wait_for(
+        "the gateway to close the upstream request",
+        Duration::from_secs(5),
+        || {
+            let closed = closed.clone();
+            async move { (closed.load(Ordering::SeqCst) == 1).then_some(()) }
+        },
+    )
+    .await;
+}
+
+/// An upstream that sends its answer in three writes a moment apart (head, then the body
+/// in two halves) on a keep-alive connection.
+async fn trickling_upstream(body: &'static str) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap().to_string();
+    let serve = async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let conn = async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while take_request(&mut buf).is_none() {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let (first, second) = body.split_at(body.len() / 2);
+                    for part in [head.as_str(), first, second] {
+                        if s.write_all(part.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                    }
+                }
+            };
+            // The test's runtime ends the task with the test.
+            #[allow(clippy::disallowed_methods)]
+            tokio::spawn(conn);
+        }
+    };
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(serve);
+    a
+}
+
+/// An answer that arrives from the upstream in pieces reaches the client whole and
+/// byte-exact, and the client's connection carries the next request.
+#[tokio::test]
+async fn an_answer_arriving_in_pieces_is_relayed_whole() {
+    let body = r#"{"id":"x","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"in three pieces"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":3,"total_tokens":4}}"#;
+    let up = trickling_upstream(body).await;
+    let cfg = format!(
+        "{}\n[[providers]]\nname = \"up\"\nkind = \"openai-compatible\"\nbase_url = \"http://{up}/v1\"\napi_key = \"sk-test-up\"\nmodels = [\"m\"]\n",
+        server("")
+    );
+    let gw = Gateway::start(&cfg).await;
+    let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
+    for i in 0..3 {
+        s.write_all(&chat_req("m", false, "")).await.unwrap();
+        let (status, head, got) = read_response(&mut s).await;
+        assert_eq!(status, 200, "request {i}: {head}");
+        assert_eq!(String::from_utf8_lossy(&got), body, "request {i}");
+    }
+}

@@ -126,6 +126,19 @@ where
             }
         }
 
+        // Switchyard patch (see vendor/PATCHES.md): a request whose body was read whole
+        // before the upstream was chosen needs no duplex. Write the body, then relay the
+        // response, in this one future and without the two task pipes.
+        if Self::can_proxy_buffered(session) {
+            session.as_mut().enable_retry_buffering();
+            return match self.proxy_1to1_buffered(session, client_session, ctx).await {
+                Ok((downstream_can_reuse, upstream_can_reuse)) => {
+                    (downstream_can_reuse, upstream_can_reuse, None)
+                }
+                Err(e) => (false, false, Some(e)),
+            };
+        }
+
         let mut downstream_custom_message_writer = session
             .downstream_session
             .as_custom_mut()
@@ -189,6 +202,124 @@ where
             }
             Err(e) => (false, false, Some(e)),
         }
+    }
+
+    /// Whether `proxy_1to1_buffered` can carry this request: an HTTP/1 downstream whose
+    /// request body is already read to its end, no upgrade, no cache and no custom
+    /// messages (each of those needs the two halves running at once).
+    // Switchyard patch (see vendor/PATCHES.md).
+    fn can_proxy_buffered(session: &mut Session) -> bool {
+        session.downstream_session.as_http1().is_some()
+            && !session.cache.enabled()
+            && !session.cache.bypassing()
+            && !session.was_upgraded()
+            && !session.downstream_session.is_upgrade_req()
+            && session.h1_upgrade_request_status.upstream != Some(true)
+            && session.as_mut().is_body_done()
+    }
+
+    /// The request's header is sent and its body already read: send the body, then relay
+    /// the response, watching the downstream for a close and the proxy's abandon signal
+    /// meanwhile. The same filters run in the same order as in the duplex loop
+    /// (`proxy_handle_downstream` + `proxy_handle_upstream`), and errors surface the same
+    /// way; what goes is a second future, two channels and a hop through them per task.
+    /// Returns whether the downstream and the upstream connection can be reused.
+    // Switchyard patch (see vendor/PATCHES.md).
+    async fn proxy_1to1_buffered(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> Result<(bool, bool)>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        let buffer = session.as_ref().get_retry_buffer();
+        let mut upstream_can_reuse = true;
+        let mut send_error = None;
+        let body = self.filter_request_body(session, buffer, true, ctx).await?;
+        if let Err(e) = send_body_to1(client_session, body).await {
+            // As in the duplex loop: an upstream that answers without reading the whole
+            // body (413, say) still gets its answer relayed; the half-written request makes
+            // the connection unsafe to reuse.
+            warn!("send error, draining read buf: {e}");
+            upstream_can_reuse = false;
+            send_error = Some(e);
+        }
+
+        let mut response_state = ResponseStateMachine::new();
+        let mut serve_from_cache = ServeFromCache::new();
+        let mut range_body_filter = RangeBodyFilter::new();
+        let mut abandon = self.inner.abandon_signal(ctx);
+        let mut watch_downstream = true;
+
+        while !response_state.is_done() {
+            let first = tokio::select! {
+                _ = async {
+                    match abandon.as_mut() {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                }, if abandon.is_some() => {
+                    return Err(Error::explain(crate::ABANDONED, "the request was abandoned").into_in());
+                },
+
+                // The body is done, so this resolves only when the client goes away (or
+                // sends bytes it may not send yet): stop relaying, as the duplex loop does.
+                res = session.downstream_session.read_body_or_idle(true), if watch_downstream => {
+                    match res {
+                        Err(e) => return Err(e.into_down()),
+                        Ok(_) => {
+                            watch_downstream = false;
+                            continue;
+                        }
+                    }
+                },
+
+                res = client_session.read_response_task() => res,
+            };
+
+            // Batch what is already readable so that a header and the body behind it go
+            // downstream in one write, as the duplex loop batches what its pipe holds.
+            let mut tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
+            let mut upstream_read_done =
+                push_upstream_task(&mut tasks, first, &mut send_error, &mut upstream_can_reuse);
+            while !upstream_read_done && tasks.len() < TASK_BUFFER_SIZE {
+                // unconstrained: the cooperative budget could make a ready read look pending
+                let Some(res) =
+                    tokio::task::unconstrained(client_session.read_response_task()).now_or_never()
+                else {
+                    break;
+                };
+                upstream_read_done =
+                    push_upstream_task(&mut tasks, res, &mut send_error, &mut upstream_can_reuse);
+            }
+
+            match self
+                .filter_and_write_upstream_tasks(
+                    session,
+                    ctx,
+                    tasks,
+                    &mut serve_from_cache,
+                    &mut range_body_filter,
+                    &mut response_state,
+                )
+                .await?
+            {
+                Some(response_done) => {
+                    response_state.maybe_set_upstream_done(response_done || upstream_read_done)
+                }
+                None => response_state.maybe_set_upstream_done(upstream_read_done),
+            }
+        }
+
+        let mut reuse_downstream = true;
+        if let Err(e) = session.as_mut().finish_body().await {
+            error!("Error finish sending body to downstream: {}", e);
+            reuse_downstream = false;
+        }
+        Ok((reuse_downstream, upstream_can_reuse))
     }
 
     pub(crate) async fn proxy_to_h1_upstream(
@@ -394,8 +525,36 @@ where
             }
         }
 
+        self.filter_and_write_upstream_tasks(
+            session,
+            ctx,
+            tasks,
+            serve_from_cache,
+            range_body_filter,
+            response_state,
+        )
+        .await
+    }
+
+    /// Run the response filters over tasks read from the upstream and write them to the
+    /// downstream in one batch. `Ok(None)`: nothing was sent downstream (cache).
+    // Switchyard patch (see vendor/PATCHES.md): shared by the duplex loop, which gathers
+    // the tasks from its pipe, and `proxy_1to1_buffered`, which reads them itself.
+    async fn filter_and_write_upstream_tasks(
+        &self,
+        session: &mut Session,
+        ctx: &mut SV::CTX,
+        tasks: Vec<HttpTask>,
+        serve_from_cache: &mut ServeFromCache,
+        range_body_filter: &mut proxy_cache::range_filter::RangeBodyFilter,
+        response_state: &mut ResponseStateMachine,
+    ) -> Result<Option<bool>>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
         /* run filters before sending to downstream */
-        let mut filtered_tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
+        let mut filtered_tasks = Vec::with_capacity(tasks.len());
         for mut t in tasks {
             if self.revalidate_or_stale(session, &mut t, ctx).await {
                 serve_from_cache.enable();
@@ -1039,11 +1198,35 @@ where
     async fn send_body_to_pipe(
         &self,
         session: &mut Session,
-        mut data: Option<Bytes>,
+        data: Option<Bytes>,
         end_of_body: bool,
         tx: mpsc::Permit<'_, HttpTask>,
         ctx: &mut SV::CTX,
     ) -> Result<bool>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        let end_of_body = end_of_body || data.is_none();
+        if let Some(task) = self
+            .filter_request_body(session, data, end_of_body, ctx)
+            .await?
+        {
+            tx.send(task);
+        }
+        Ok(end_of_body)
+    }
+
+    /// Run the request body filters over a piece of the downstream body and make the task
+    /// to send upstream; `None` when there is nothing to send yet.
+    // Switchyard patch (see vendor/PATCHES.md): the pipe and `proxy_1to1_buffered` share it.
+    async fn filter_request_body(
+        &self,
+        session: &mut Session,
+        mut data: Option<Bytes>,
+        end_of_body: bool,
+        ctx: &mut SV::CTX,
+    ) -> Result<Option<HttpTask>>
     where
         SV: ProxyHttp + Send + Sync,
         SV::CTX: Send + Sync,
@@ -1072,7 +1255,7 @@ where
          * Don't write 0 bytes to the network since it will be
          * treated as the terminating chunk */
         if !upstream_end_of_body && data.as_ref().is_some_and(|d| d.is_empty()) {
-            return Ok(false);
+            return Ok(None);
         }
 
         debug!(
@@ -1082,12 +1265,37 @@ where
 
         // upgraded body needs to be marked
         if session.was_upgraded() {
-            tx.send(HttpTask::UpgradedBody(data, upstream_end_of_body));
+            Ok(Some(HttpTask::UpgradedBody(data, upstream_end_of_body)))
         } else {
-            tx.send(HttpTask::Body(data, upstream_end_of_body));
+            Ok(Some(HttpTask::Body(data, upstream_end_of_body)))
         }
+    }
+}
 
-        Ok(end_of_body)
+/// Add what one upstream read produced to `tasks`: the task, or the read's error (or the
+/// earlier error sending the body, which is the cause) as `HttpTask::Failed`, which the
+/// response filters see and the downstream write turns into the proxy's error. Returns
+/// whether the upstream response has ended.
+// Switchyard patch (see vendor/PATCHES.md): `proxy_1to1_buffered`'s half of what
+// `proxy_handle_upstream` does with a read.
+fn push_upstream_task(
+    tasks: &mut Vec<HttpTask>,
+    res: Result<HttpTask>,
+    send_error: &mut Option<Box<Error>>,
+    upstream_can_reuse: &mut bool,
+) -> bool {
+    match res {
+        Ok(task) => {
+            let end = task.is_end();
+            tasks.push(task);
+            end
+        }
+        Err(e) => {
+            // the HTTP/1 message boundary is lost, so the connection cannot be reused
+            *upstream_can_reuse = false;
+            tasks.push(HttpTask::Failed(send_error.take().unwrap_or(e).into_up()));
+            true
+        }
     }
 }
 
