@@ -322,6 +322,7 @@ impl Hub {
                     max_ttl: settings.cache.ttl,
                     max_bytes: settings.cache.max_memory_bytes,
                     max_keys: MIRROR_MAX_KEYS,
+                    write_window: r.write_window,
                 }),
             )?),
         };

@@ -64,6 +64,23 @@ async fn synced(gw: &Gateway) {
     .await;
 }
 
+/// Waits until Redis holds `n` cache entries.
+async fn written(redis: &RedisServer, n: usize) {
+    let con = redis.con().await;
+    wait_for("the answers to be written", Duration::from_secs(10), || {
+        let mut con = con.clone();
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("switchyard:cache:*")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            (keys.len() == n).then_some(())
+        }
+    })
+    .await;
+}
+
 /// Sends `n` requests from 8 concurrent clients; `body(i)` makes the i-th.
 async fn load(
     gw: &Gateway,
@@ -117,19 +134,7 @@ async fn a_steady_load_needs_almost_no_redis_calls() {
         .wait_metric("switchyard_cache_total", &[("result", "stored")], 400.0)
         .await;
     assert_eq!(stored, 400.0);
-    let con = redis.con().await;
-    wait_for("the answers to be written", Duration::from_secs(10), || {
-        let mut con = con.clone();
-        async move {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg("switchyard:cache:*")
-                .query_async(&mut con)
-                .await
-                .unwrap();
-            (keys.len() == 400).then_some(())
-        }
-    })
-    .await;
+    written(&redis, 400).await;
     let stores = calls(&gw, "store").await;
     assert!(
         (1.0..=400.0).contains(&stores),
@@ -148,6 +153,32 @@ async fn a_steady_load_needs_almost_no_redis_calls() {
     assert!(hits <= 0.2 * 400.0, "{hits} calls for 400 hits");
     assert_eq!(calls(&gw, "store").await, stores, "hits store nothing");
     assert_eq!(mock.requests().await, 400, "hits reach no upstream");
+}
+
+#[tokio::test]
+async fn answers_stored_within_a_write_window_share_a_store_call() {
+    let redis = RedisServer::start().await;
+    let mock = Mock::start(&["--model", "m"]);
+    let cfg = config(&mock, &redis, 0, 0) + "write_window = \"100ms\"\n";
+    let gw = Gateway::start(&cfg).await;
+    gw.wait_model("m").await;
+    synced(&gw).await;
+
+    let before = calls(&gw, "store").await;
+    let started = Instant::now();
+    let seed = std::process::id();
+    let out = load(&gw, 400, |i| chat(&format!("window {seed} {i}"))).await;
+    assert!(out.iter().all(|(s, _)| *s == 200), "{out:?}");
+    written(&redis, 400).await;
+    // Every store call is preceded by a window, so there are at most as many calls as
+    // windows fit in the time it took (plus one: the first), whatever the rate; one
+    // more if a window held more than one call's worth (256 answers).
+    let windows = (started.elapsed().as_millis() / 100) as f64 + 1.0;
+    let stores = calls(&gw, "store").await - before;
+    assert!(
+        stores <= windows + 1.0,
+        "{stores} store calls for 400 answers in {windows} windows of 100 ms"
+    );
 }
 
 #[tokio::test]

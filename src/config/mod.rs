@@ -291,6 +291,25 @@ mod tests {
     }
 
     #[test]
+    fn the_redis_write_window_defaults_to_2ms_and_is_bounded() {
+        let s = Settings::from_toml("[redis]\nurl = \"redis://127.0.0.1:1\"\n", &no_env).unwrap();
+        let r = s.redis.unwrap();
+        assert_eq!(r.write_window, std::time::Duration::from_millis(2));
+        let s = Settings::from_toml(
+            "[redis]\nurl = \"redis://127.0.0.1:1\"\nwrite_window = \"0ms\"\n",
+            &no_env,
+        )
+        .unwrap();
+        assert!(s.redis.unwrap().write_window.is_zero());
+        let e = Settings::from_toml(
+            "[redis]\nurl = \"redis://127.0.0.1:1\"\nwrite_window = \"1s\"\n",
+            &no_env,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "redis.write_window");
+    }
+
+    #[test]
     fn auto_detects_from_env() {
         let env = |k: &str| match k {
             "GROQ_API_KEY" => Some("gsk-secret".to_string()),

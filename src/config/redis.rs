@@ -40,6 +40,15 @@ pub struct RedisFile {
     pub timeout: DurationFile,
     /// This replica's id (`inflight:<replica>`); default host name and pid.
     pub replica_id: Option<String>,
+    /// How long a cache write waits for others to share its store call (0: written at
+    /// once). The writing replica serves the answer from memory meanwhile; only the
+    /// other replicas see it this much later.
+    #[serde(default = "default_write_window")]
+    pub write_window: DurationFile,
+}
+
+fn default_write_window() -> DurationFile {
+    DurationFile(Duration::from_millis(2))
 }
 
 fn default_prefix() -> String {
@@ -67,6 +76,8 @@ pub struct RedisSettings {
     pub timeout: Duration,
     /// This replica's id, if configured.
     pub replica_id: Option<String>,
+    /// How long a cache write waits for others to share its store call.
+    pub write_window: Duration,
 }
 
 impl RedisFile {
@@ -113,6 +124,13 @@ impl RedisFile {
                 "must be at least 50 ms",
             ));
         }
+        if self.write_window.0 > Duration::from_millis(100) {
+            return Err(cerr(
+                "redis.write_window",
+                format!("{:?}", self.write_window.0),
+                "must be at most 100 ms",
+            ));
+        }
         Ok(RedisSettings {
             url: Secret::new(url),
             key_prefix: self.key_prefix.clone(),
@@ -120,6 +138,7 @@ impl RedisFile {
             on_outage: self.on_outage,
             timeout: self.timeout.0.max(Duration::from_millis(10)),
             replica_id: self.replica_id.clone(),
+            write_window: self.write_window.0,
         })
     }
 }

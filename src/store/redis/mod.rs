@@ -162,6 +162,10 @@ pub struct MirrorSettings {
     pub max_bytes: usize,
     /// The most keys the index records (beyond: lookups go to Redis).
     pub max_keys: usize,
+    /// How long the first answer queued waits for others to share its store call: under
+    /// load one call then writes tens of answers instead of one or two (each call costs
+    /// Redis and both sockets far more than a key in it does).
+    pub write_window: Duration,
 }
 
 /// The Redis store.
@@ -187,6 +191,7 @@ pub struct RedisStore {
     /// Answers to store, written in batches behind the responses.
     writes: Mutex<Vec<PendingWrite>>,
     writes_ready: tokio::sync::Notify,
+    write_window: Duration,
     lease_script: Script,
     store_script: Script,
     lookup_script: Script,
@@ -235,6 +240,7 @@ impl RedisStore {
             },
             writes: Mutex::new(Vec::new()),
             writes_ready: tokio::sync::Notify::new(),
+            write_window: mirror.map_or(Duration::ZERO, |m| m.write_window),
             lease_script: Script::new(LEASE_LUA),
             store_script: Script::new(STORE_LUA),
             lookup_script: Script::new(LOOKUP_LUA),

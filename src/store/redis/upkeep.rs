@@ -79,35 +79,42 @@ impl RedisStore {
     }
 
     /// Writes the queued answers in batches (one `store.lua` call per batch and hash
-    /// tag) while there are any; what accumulates during a call goes in the next.
+    /// tag): the first answer queued waits `write_window` for others, then everything
+    /// queued is written; what is queued during the calls waits for the next window
+    /// (its notification is kept). At shutdown what is queued is written at once.
     pub(super) async fn write_behind(&self, mut shutdown: ShutdownWatch) {
         loop {
             tokio::select! {
-                _ = self.writes_ready.notified() => self.flush().await,
-                _ = shutdown.changed() => {
-                    self.flush().await;
-                    return;
+                _ = self.writes_ready.notified() => {}
+                _ = shutdown.changed() => break,
+            }
+            if !self.write_window.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.write_window) => {}
+                    _ = shutdown.changed() => break,
                 }
             }
+            self.flush().await;
         }
+        while self.flush().await {}
     }
 
-    async fn flush(&self) {
-        loop {
-            let mut batch = std::mem::take(&mut *self.writes.lock());
-            if batch.is_empty() {
-                return;
-            }
-            // One call per hash tag (cluster slot), at most MAX_BATCH answers each.
-            batch.sort_by(|a, b| tag_of(&a.key).cmp(tag_of(&b.key)));
-            for group in batch.chunk_by(|a, b| tag_of(&a.key) == tag_of(&b.key)) {
-                for chunk in group.chunks(MAX_BATCH) {
-                    if let Err(e) = self.store_batch(chunk).await {
-                        log::debug!("{} cache entries not stored: {e}", chunk.len());
-                    }
+    /// Writes what is queued now; false if nothing was.
+    async fn flush(&self) -> bool {
+        let mut batch = std::mem::take(&mut *self.writes.lock());
+        if batch.is_empty() {
+            return false;
+        }
+        // One call per hash tag (cluster slot), at most MAX_BATCH answers each.
+        batch.sort_by(|a, b| tag_of(&a.key).cmp(tag_of(&b.key)));
+        for group in batch.chunk_by(|a, b| tag_of(&a.key) == tag_of(&b.key)) {
+            for chunk in group.chunks(MAX_BATCH) {
+                if let Err(e) = self.store_batch(chunk).await {
+                    log::debug!("{} cache entries not stored: {e}", chunk.len());
                 }
             }
         }
+        true
     }
 
     async fn store_batch(&self, batch: &[PendingWrite]) -> Result<(), StoreError> {
