@@ -274,7 +274,7 @@ pub enum Role {
 /// The flights of this process, by cache key.
 #[derive(Default)]
 pub struct Coalescer {
-    flights: Mutex<HashMap<String, Arc<Flight>>>,
+    flights: Mutex<HashMap<String, Arc<Flight>, foldhash::fast::RandomState>>,
 }
 
 impl Coalescer {

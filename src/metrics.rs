@@ -69,8 +69,11 @@ pub struct Metrics {
     /// `switchyard_ratelimit_slices_held`: tenants with a rate-limit slice held by this
     /// replica (given back after a second idle).
     pub ratelimit_slices_held: IntGauge,
-    /// Cache outcomes: `hit`, `miss`, `coalesced`, `stored`, `bypass`.
+    /// Cache outcomes: `hit`, `miss`, `coalesced`, `stored`, `bypass` (counted through
+    /// [`Metrics::count_cache`]).
     pub cache: IntCounterVec,
+    /// `cache`'s series, resolved once (a label lookup hashes under a lock).
+    cache_outcomes: [IntCounter; 5],
     /// Requests refused by rate limits, by limit (`requests` | `tokens`).
     pub rate_limited: IntCounterVec,
     /// Candidates skipped because their daily quota was used up, by provider.
@@ -152,6 +155,43 @@ fn reg<T: prometheus::core::Collector + Clone + Kind + 'static>(
     m
 }
 
+/// What the response cache did with a request (`switchyard_cache_total{result}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Answered from the cache.
+    Hit,
+    /// Not in the cache: the upstream answers.
+    Miss,
+    /// Shared the answer of an identical request in flight.
+    Coalesced,
+    /// An answer was stored.
+    Stored,
+    /// The cache was skipped (the store is down).
+    Bypass,
+}
+
+impl CacheOutcome {
+    /// Every outcome, in discriminant order.
+    pub const ALL: [CacheOutcome; 5] = [
+        CacheOutcome::Hit,
+        CacheOutcome::Miss,
+        CacheOutcome::Coalesced,
+        CacheOutcome::Stored,
+        CacheOutcome::Bypass,
+    ];
+
+    /// The `result` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Coalesced => "coalesced",
+            CacheOutcome::Stored => "stored",
+            CacheOutcome::Bypass => "bypass",
+        }
+    }
+}
+
 impl Metrics {
     /// Creates and registers all metrics in a fresh registry.
     pub fn new() -> Self {
@@ -163,6 +203,21 @@ impl Metrics {
             HistogramVec::new(HistogramOpts::new(name, help).buckets(b.to_vec()), labels)
         };
         let d: Declared = Mutex::new(Vec::new());
+        // Constructors only fail on invalid names/labels, which are constants here.
+        #[allow(clippy::unwrap_used)]
+        let cache = reg(
+            &r,
+            &d,
+            counter_vec(
+                "switchyard_cache_total",
+                "Response cache outcomes.",
+                &["result"],
+            )
+            .unwrap(),
+        );
+        // Series a dashboard reads exist from the start (at 0), so a panel shows "none
+        // yet" rather than "no data".
+        let cache_outcomes = CacheOutcome::ALL.map(|o| cache.with_label_values(&[o.label()]));
         // Constructors only fail on invalid names/labels, which are constants here.
         #[allow(clippy::unwrap_used)]
         let m = Self {
@@ -186,7 +241,8 @@ impl Metrics {
             cache_mirror_keys: reg(&r, &d, IntGauge::new("switchyard_cache_mirror_keys", "Cache keys this replica knows exist in Redis (its mirror of the cache).").unwrap()),
             cache_mirror_synced: reg(&r, &d, IntGauge::new("switchyard_cache_mirror_synced", "1 while this replica's cache mirror follows every store, so a miss needs no lookup.").unwrap()),
             ratelimit_slices_held: reg(&r, &d, IntGauge::new("switchyard_ratelimit_slices_held", "Tenants with a slice of their shared rate limit held by this replica.").unwrap()),
-            cache: reg(&r, &d, counter_vec("switchyard_cache_total", "Response cache outcomes.", &["result"]).unwrap()),
+            cache,
+            cache_outcomes,
             rate_limited: reg(&r, &d, counter_vec("switchyard_rate_limited_total", "Requests refused by a rate limit.", &["limit"]).unwrap()),
             quota_exhausted: reg(&r, &d, counter_vec("switchyard_quota_exhausted_total", "Candidates skipped for a used-up daily quota.", &["provider"]).unwrap()),
             auth_failures: reg(&r, &d, IntCounter::new("switchyard_auth_failures_total", "Requests refused for a missing or unknown API key.").unwrap()),
@@ -207,15 +263,15 @@ impl Metrics {
             declared: Mutex::new(Vec::new()),
         };
         *m.declared.lock() = d.into_inner();
-        // Series a dashboard reads exist from the start (at 0), so a panel shows "none
-        // yet" rather than "no data".
-        for result in ["hit", "miss", "coalesced", "stored", "bypass"] {
-            m.cache.with_label_values(&[result]);
-        }
         for limit in ["requests", "tokens"] {
             m.rate_limited.with_label_values(&[limit]);
         }
         m
+    }
+
+    /// Counts one cache outcome.
+    pub fn count_cache(&self, o: CacheOutcome) {
+        self.cache_outcomes[o as usize].inc();
     }
 
     /// The registry these metrics live in (for metrics added by other modules).

@@ -71,6 +71,9 @@ impl Tenant {
 /// SHA-256 of an API key.
 pub type KeyHash = [u8; 32];
 
+/// A map by key hash. The hash is a SHA-256, so any fast seeded hash of it spreads well.
+type KeyMap<V> = HashMap<KeyHash, V, foldhash::fast::RandomState>;
+
 /// Hashes an API key.
 pub fn hash_key(key: &[u8]) -> KeyHash {
     Sha256::digest(key).into()
@@ -83,10 +86,10 @@ pub struct Tenancy {
     fallback: MemoryStore,
     on_outage: OnOutage,
     auth: AuthSettings,
-    config_keys: HashMap<KeyHash, Arc<Tenant>>,
-    index: ArcSwap<HashMap<KeyHash, Arc<Tenant>>>,
+    config_keys: KeyMap<Arc<Tenant>>,
+    index: ArcSwap<KeyMap<Arc<Tenant>>>,
     index_version: AtomicU64,
-    lookups: Mutex<HashMap<KeyHash, Lookup>>,
+    lookups: Mutex<KeyMap<Lookup>>,
     miss_budget: Mutex<(Instant, u32)>,
     quotas: HashMap<String, QuotaSettings>,
     /// The tenant of requests when auth is off.
@@ -145,9 +148,9 @@ impl Tenancy {
             on_outage,
             auth,
             config_keys,
-            index: ArcSwap::from_pointee(HashMap::new()),
+            index: ArcSwap::from_pointee(KeyMap::default()),
             index_version: AtomicU64::new(u64::MAX),
-            lookups: Mutex::new(HashMap::new()),
+            lookups: Mutex::new(KeyMap::default()),
             miss_budget: Mutex::new((Instant::now(), 0)),
             quotas: quotas
                 .iter()
@@ -253,7 +256,7 @@ impl Tenancy {
             return Ok(false);
         }
         let list = self.store.key_list().await?;
-        let mut index = HashMap::with_capacity(list.len());
+        let mut index = KeyMap::with_capacity_and_hasher(list.len(), Default::default());
         for (hash, rec) in list {
             let Ok(bytes) = hex::decode(&hash) else {
                 continue;

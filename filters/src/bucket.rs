@@ -163,21 +163,31 @@ pub fn settle(
     })
 }
 
-/// OpenAI's reset format: `250ms`, `1s`, `6m0s`.
-pub fn format_reset(ms: u64) -> String {
+/// OpenAI's reset format: `250ms`, `1s`, `1.5s` (tenths rounded half up), `6m0s`. On
+/// the stack: it goes out in two headers of every limited response.
+pub fn format_reset(ms: u64) -> arrayvec::ArrayString<48> {
+    let mut out = arrayvec::ArrayString::new();
+    let mut num = |n: u64, unit: &str| {
+        // At most 20 digits and a unit: never more than the capacity.
+        let _ = out.try_push_str(itoa::Buffer::new().format(n));
+        let _ = out.try_push_str(unit);
+    };
     if ms < 1000 {
-        format!("{ms}ms")
+        num(ms, "ms");
     } else if ms < 60_000 {
-        let s = ms as f64 / 1000.0;
-        if (s - s.round()).abs() < 0.001 {
-            format!("{}s", s.round() as u64)
+        if ms % 1000 == 0 {
+            num(ms / 1000, "s");
         } else {
-            format!("{s:.1}s")
+            let tenths = (ms + 50) / 100;
+            num(tenths / 10, ".");
+            num(tenths % 10, "s");
         }
     } else {
         let secs = ms.div_ceil(1000);
-        format!("{}m{}s", secs / 60, secs % 60)
+        num(secs / 60, "m");
+        num(secs % 60, "s");
     }
+    out
 }
 
 #[cfg(test)]
@@ -252,9 +262,14 @@ mod tests {
 
     #[test]
     fn reset_format() {
-        assert_eq!(format_reset(250), "250ms");
-        assert_eq!(format_reset(1000), "1s");
-        assert_eq!(format_reset(1500), "1.5s");
-        assert_eq!(format_reset(360_000), "6m0s");
+        assert_eq!(format_reset(250).as_str(), "250ms");
+        assert_eq!(format_reset(1000).as_str(), "1s");
+        assert_eq!(format_reset(1500).as_str(), "1.5s");
+        assert_eq!(format_reset(1449).as_str(), "1.4s");
+        assert_eq!(format_reset(1999).as_str(), "2.0s");
+        assert_eq!(format_reset(59_999).as_str(), "60.0s");
+        assert_eq!(format_reset(360_000).as_str(), "6m0s");
+        assert_eq!(format_reset(60_001).as_str(), "1m1s");
+        assert_eq!(format_reset(u64::MAX).as_str(), "307445734561825m52s");
     }
 }

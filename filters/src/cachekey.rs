@@ -156,6 +156,33 @@ fn canonical_raw(raw: &str, out: &mut Vec<u8>, top: bool) -> Option<()> {
 /// object. `model` is the model the request resolves to (after aliases), so aliases of
 /// one model share entries.
 pub fn key(endpoint: Endpoint, model: &str, body: &[u8]) -> Option<String> {
+    let mut out = String::with_capacity(64);
+    push_hex(&mut out, &digest(endpoint, model, body)?);
+    Some(out)
+}
+
+/// [`key`] in a scope, as the store names it: `{scope}:<64 hex digits>`, built in one
+/// allocation.
+pub fn scoped_key(scope: &str, endpoint: Endpoint, model: &str, body: &[u8]) -> Option<String> {
+    let d = digest(endpoint, model, body)?;
+    let mut out = String::with_capacity(scope.len() + 67);
+    out.push('{');
+    out.push_str(scope);
+    out.push_str("}:");
+    push_hex(&mut out, &d);
+    Some(out)
+}
+
+/// Appends `bytes` as lowercase hex digits.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+}
+
+fn digest(endpoint: Endpoint, model: &str, body: &[u8]) -> Option<[u8; 32]> {
     let mut material = Vec::with_capacity(body.len() + 64);
     material.extend_from_slice(b"switchyard-cache-v1\n");
     material.extend_from_slice(endpoint.label().as_bytes());
@@ -177,7 +204,7 @@ pub fn key(endpoint: Endpoint, model: &str, body: &[u8]) -> Option<String> {
         }
         canonical(&v, &mut material, true);
     }
-    Some(hex::encode(Sha256::digest(&material)))
+    Some(Sha256::digest(&material).into())
 }
 
 /// The same key through a `serde_json::Value` tree, as [`key`] computed it before the
@@ -296,6 +323,20 @@ mod tests {
                 store: false
             }
         );
+    }
+
+    #[test]
+    fn the_scoped_key_is_the_scope_in_braces_then_the_key() {
+        let body = br#"{"model":"x","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#;
+        let k = key(Endpoint::Chat, "m", body).unwrap();
+        assert_eq!(
+            scoped_key("team-a", Endpoint::Chat, "m", body),
+            Some(format!("{{team-a}}:{k}"))
+        );
+        assert!(k
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert_eq!(scoped_key("t", Endpoint::Chat, "m", b"[1]"), None);
     }
 
     #[test]

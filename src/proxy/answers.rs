@@ -20,6 +20,7 @@ use super::ctx::{CacheStatus, Ctx};
 use super::translate::stream_error_event;
 use super::{Gateway, X_REQUEST_ID};
 use crate::cache::{Follower, Kind};
+use crate::metrics::CacheOutcome;
 use crate::providers::cli::CliPool;
 use crate::providers::mock::{self, MockRequest};
 use crate::state::{MockSpec, Snapshot};
@@ -111,7 +112,7 @@ pub(super) fn annotate(resp: &mut ResponseHeader, ctx: &Ctx) {
         let Some(l) = limit else { continue };
         put(names[0].0, names[0].1, HeaderValue::from(l.limit));
         put(names[1].0, names[1].1, HeaderValue::from(l.remaining));
-        if let Ok(v) = HeaderValue::from_str(&format_reset(l.reset_ms)) {
+        if let Ok(v) = HeaderValue::from_str(format_reset(l.reset_ms).as_str()) {
             put(names[2].0, names[2].1, v);
         }
     }
@@ -155,18 +156,14 @@ impl Gateway {
                 Ok(true)
             }
             Answer::Replay(kind, body) => {
-                self.hub.metrics.cache.with_label_values(&["hit"]).inc();
+                self.hub.metrics.count_cache(CacheOutcome::Hit);
                 ctx.cache.status = CacheStatus::Hit;
                 self.replay(session, ctx, kind, body).await?;
                 Ok(true)
             }
             Answer::Follow(follower) => {
                 if self.follow(session, ctx, &follower).await? {
-                    self.hub
-                        .metrics
-                        .cache
-                        .with_label_values(&["coalesced"])
-                        .inc();
+                    self.hub.metrics.count_cache(CacheOutcome::Coalesced);
                     ctx.cache.status = CacheStatus::Coalesced;
                     return Ok(true);
                 }

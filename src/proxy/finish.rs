@@ -16,7 +16,7 @@ use super::translate::Relay;
 use super::{tap, Gateway};
 use crate::accesslog::AccessLine;
 use crate::cache::{self, Kind};
-use crate::metrics::{status_class, Metrics, Sample};
+use crate::metrics::{status_class, CacheOutcome, Metrics, Sample};
 use crate::store::Finish;
 
 /// (provider, model, endpoint, status class) and its counter.
@@ -202,7 +202,7 @@ impl Gateway {
             if f.reserved > 0 || stored {
                 let done = t.finish(&f).await;
                 if done && stored {
-                    self.hub.metrics.cache.with_label_values(&["stored"]).inc();
+                    self.hub.metrics.count_cache(CacheOutcome::Stored);
                 }
             }
         }

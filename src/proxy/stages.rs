@@ -42,6 +42,7 @@ use super::translate::speaks_messages;
 use super::{Gateway, X_REQUEST_ID, X_ROUTE};
 use crate::cache::{self, Role};
 use crate::config::CacheScope;
+use crate::metrics::CacheOutcome;
 use crate::state::{Provider, Snapshot};
 use crate::store::AdmitArgs;
 use crate::tenancy::Tenant;
@@ -339,13 +340,11 @@ impl Gateway {
             // as the other is an OpenAI-only conversion).
             resolved.push_str(if ctx.req.stream { "#sse" } else { "#json" });
         }
-        if let Some(k) = cachekey::key(endpoint, &resolved, body) {
-            let scope = match cache.scope {
-                CacheScope::Tenant => tenant.name.as_str(),
-                CacheScope::Global => "global",
-            };
-            ctx.cache.key = Some(format!("{{{scope}}}:{k}"));
-        }
+        let scope = match cache.scope {
+            CacheScope::Tenant => tenant.name.as_str(),
+            CacheScope::Global => "global",
+        };
+        ctx.cache.key = cachekey::scoped_key(scope, endpoint, &resolved, body);
     }
 
     /// Rate limits and the cache lookup (at most one store round trip, usually none).
@@ -382,7 +381,7 @@ impl Gateway {
         }
         if !self.hub.tenancy.store().is_up() && ctx.cache.policy.active() {
             // Redis is down: the cache is bypassed (a local flight still coalesces).
-            self.hub.metrics.cache.with_label_values(&["bypass"]).inc();
+            self.hub.metrics.count_cache(CacheOutcome::Bypass);
         }
         Step::Next(admitted.cached)
     }
@@ -402,7 +401,7 @@ impl Gateway {
             Role::Leader(f) => {
                 ctx.cache.flight = Some(f);
                 ctx.cache.status = CacheStatus::Miss;
-                self.hub.metrics.cache.with_label_values(&["miss"]).inc();
+                self.hub.metrics.count_cache(CacheOutcome::Miss);
                 None
             }
             Role::Follower(f) if ctx.cache.policy.lookup => Some(f),

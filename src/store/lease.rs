@@ -125,7 +125,7 @@ pub struct GiveBack {
 /// Every tenant's balances in this replica.
 #[derive(Debug, Default)]
 pub struct Leases {
-    by_tenant: HashMap<Arc<str>, Balance>,
+    by_tenant: HashMap<Arc<str>, Balance, foldhash::fast::RandomState>,
 }
 
 impl Leases {
