@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Where a request's CPU goes: each process's user and system time per request (the
+proxy, the upstream and, for the full chain, redis-server), and Redis's own command
+statistics, for one build under one wrk load.
+
+  loadtest/cpu_split.py nginx                               # nginx proxy_pass, for reference
+  loadtest/cpu_split.py pass  [--binary B] [--conns 32]     # Switchyard passthrough
+  loadtest/cpu_split.py chain [--binary B] [--redis 'write_window = "0ms"']
+
+`chain` is auth + limits on Redis + a cache miss on every request (wrk's chain.lua).
+Run two builds (or two settings) one after the other, alternating, and compare: on a
+shared machine only such pairs mean anything.
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as R  # noqa: E402
+
+
+def ticks(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(f[11]), int(f[12])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["nginx", "pass", "chain"])
+    ap.add_argument("--binary", help="the switchyard binary (default: the release build)")
+    ap.add_argument("--conns", default="32")
+    ap.add_argument("--secs", type=int, default=6)
+    ap.add_argument("--redis", default="", help="extra [redis] lines for the chain")
+    a = ap.parse_args()
+    R.ensure_tools()
+    up = R.free_port()
+    pu = R.nginx_upstream(up)
+    port, admin = R.free_port(), R.free_port()
+    extra, key, script, pr, rp = "", None, "chat.lua", None, None
+    if a.mode == "chain":
+        R.ensure_redis()
+        rp = R.free_port()
+        pr = R.redis_server(rp)
+        key = "sk-bench-key-0001"
+        extra = f"""
+[redis]
+url = "redis://127.0.0.1:{rp}"
+refresh_interval = "5s"
+{a.redis}
+
+[auth]
+enabled = true
+
+[[auth.keys]]
+key = "{key}"
+tenant = "bench"
+requests_per_minute = 100000000
+tokens_per_minute = 1000000000
+
+[cache]
+enabled = true
+"""
+        script = "chain.lua"
+    if a.mode == "nginx":
+        proxy = R.nginx_proxy(port, up)
+    else:
+        proxy = R.switchyard(port, admin, up, extra=extra, key=key, binary=a.binary)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    env = dict(os.environ, KEY=key or "")
+    lua = os.path.join(os.path.dirname(os.path.abspath(__file__)), script)
+    wrk = ["wrk", "-t1", "-c" + a.conns, "-s", lua, url]
+    subprocess.run(wrk[:3] + ["-d2s"] + wrk[3:], env=env, capture_output=True)
+    procs = {"proxy": proxy.pid, "upstream": pu.pid}
+    if pr:
+        procs["redis"] = pr.pid
+        R.redis_cmd(rp, "CONFIG", "RESETSTAT")
+    before = {k: ticks(p) for k, p in procs.items()}
+    out = subprocess.run(wrk[:3] + [f"-d{a.secs}s"] + wrk[3:], env=env, capture_output=True,
+                         text=True).stdout
+    after = {k: ticks(p) for k, p in procs.items()}
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)
+    print(f"{a.mode} at {a.conns} connections: {rps} req/s")
+    for k in procs:
+        u = (after[k][0] - before[k][0]) * 1e6 / R.TICK / n
+        s = (after[k][1] - before[k][1]) * 1e6 / R.TICK / n
+        print(f"  {k:9s} user {u:5.1f}  sys {s:5.1f}  µs per request")
+    if pr:
+        for line in R.redis_cmd(rp, "INFO", "commandstats").splitlines():
+            m = re.match(r"cmdstat_([^:]+):calls=(\d+),usec=(\d+)", line)
+            if m and int(m.group(2)) > 0:
+                print(f"  redis {m.group(1)}: {m.group(2)} calls, {int(m.group(3)) / n:.2f} µs per request")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        R.cleanup()
