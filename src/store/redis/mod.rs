@@ -10,8 +10,8 @@
 //! - **Cache lookups** are answered by the mirror ([`super::mirror`]): every store
 //!   announces its key on a Pub/Sub channel, so a replica knows which keys exist (a miss
 //!   needs no call) and holds the hot answers (a repeated hit needs none either).
-//! - **Storing answers** is one `MULTI` … `EXEC` per batch (a `SET` per answer, one
-//!   `PUBLISH` announcing them all), behind the responses.
+//! - **Storing an answer** is one `EVALSHA` of `store.lua` (`SET` + `PUBLISH`), behind
+//!   the response.
 //!
 //! Connections: one multiplexed, self-reconnecting connection per worker thread,
 //! created on that thread's runtime, so a request never waits on another thread's I/O
@@ -44,6 +44,7 @@ use super::{
 };
 
 const LEASE_LUA: &str = include_str!("../lease.lua");
+const STORE_LUA: &str = include_str!("../store.lua");
 const LOOKUP_LUA: &str = include_str!("../lookup.lua");
 const QUOTA_LUA: &str = include_str!("../quota.lua");
 /// Takes the controller lease if free, renews it if `holder` has it (one round trip, so
@@ -69,7 +70,7 @@ pub enum Call {
     GiveBack,
     /// A cache lookup the mirror could not answer.
     Lookup,
-    /// A batch of answers stored (one transaction).
+    /// An answer stored (`store.lua`).
     Store,
     /// The mirror's subscription and resync (`SUBSCRIBE`, `SCAN`).
     Mirror,
@@ -192,6 +193,7 @@ pub struct RedisStore {
     writes_ready: tokio::sync::Notify,
     write_window: Duration,
     lease_script: Script,
+    store_script: Script,
     lookup_script: Script,
     quota: Script,
     control_lease: Script,
@@ -240,6 +242,7 @@ impl RedisStore {
             writes_ready: tokio::sync::Notify::new(),
             write_window: mirror.map_or(Duration::ZERO, |m| m.write_window),
             lease_script: Script::new(LEASE_LUA),
+            store_script: Script::new(STORE_LUA),
             lookup_script: Script::new(LOOKUP_LUA),
             quota: Script::new(QUOTA_LUA),
             control_lease: Script::new(CONTROL_LEASE_LUA),

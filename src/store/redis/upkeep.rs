@@ -78,7 +78,8 @@ impl RedisStore {
         }
     }
 
-    /// Writes the queued answers in batches (one transaction per batch and hash tag): the first answer queued waits `write_window` for others, then everything
+    /// Writes the queued answers in batches (one `store.lua` call per batch and hash
+    /// tag): the first answer queued waits `write_window` for others, then everything
     /// queued is written; what is queued during the calls waits for the next window
     /// (its notification is kept). At shutdown what is queued is written at once.
     pub(super) async fn write_behind(&self, mut shutdown: ShutdownWatch) {
@@ -116,36 +117,23 @@ impl RedisStore {
         true
     }
 
-    /// Stores a batch in one transaction: a `SET … PX` per answer, then one `PUBLISH`
-    /// announcing their keys (`<origin>\n<ttl ms> <key>\n…`, the keys without prefix)
-    /// on the mirror channel, so a replica never hears of a key before it exists. Plain
-    /// commands, not a script: Redis runs a queued `SET` for about half what one costs
-    /// from Lua (`redis.call` converts every argument), and the batch is all keys.
     async fn store_batch(&self, batch: &[PendingWrite]) -> Result<(), StoreError> {
         let mut c = self.conn(Call::Store).await?;
         let mut note = String::with_capacity(17 + batch.len() * 96);
         note.push_str(&self.origin);
-        let mut tx = redis::pipe();
-        tx.atomic();
-        let mut ttl = itoa::Buffer::new();
+        let mut inv = self.store_script.prepare_invoke();
         for w in batch {
-            let mut key = String::with_capacity(self.prefix.len() + 6 + w.key.len());
-            key.push_str(&self.prefix);
-            key.push_str("cache:");
-            key.push_str(&w.key);
-            tx.cmd("SET")
-                .arg(key)
-                .arg(w.value.as_ref())
-                .arg("PX")
-                .arg(w.ttl_ms)
-                .ignore();
+            inv.key(self.k(&format!("cache:{}", w.key)));
             note.push('\n');
-            note.push_str(ttl.format(w.ttl_ms));
+            note.push_str(&w.ttl_ms.to_string());
             note.push(' ');
             note.push_str(&w.key);
         }
-        tx.cmd("PUBLISH").arg(&self.channel).arg(&note).ignore();
-        let () = tx.query_async(&mut c).await.map_err(|e| self.fail(e))?;
+        inv.arg(&self.channel).arg(&note);
+        for w in batch {
+            inv.arg(w.value.as_ref()).arg(w.ttl_ms);
+        }
+        let _: i64 = inv.invoke_async(&mut c).await.map_err(|e| self.fail(e))?;
         Ok(())
     }
 
