@@ -44,25 +44,8 @@ def main():
         R.ensure_redis()
         rp = R.free_port()
         pr = R.redis_server(rp)
-        key = "sk-bench-key-0001"
-        extra = f"""
-[redis]
-url = "redis://127.0.0.1:{rp}"
-refresh_interval = "5s"
-{a.redis}
-
-[auth]
-enabled = true
-
-[[auth.keys]]
-key = "{key}"
-tenant = "bench"
-requests_per_minute = 100000000
-tokens_per_minute = 1000000000
-
-[cache]
-enabled = true
-"""
+        key = R.BENCH_KEY
+        extra = R.tenant_config(rp, a.redis) + "\n[cache]\nenabled = true\n"
         script = "chain.lua"
     if a.mode == "nginx":
         proxy = R.nginx_proxy(port, up)

@@ -169,6 +169,29 @@ access = {str(os.environ.get("SY_ACCESS_LOG", "true")).lower()}
     raise SystemExit("switchyard did not discover the model")
 
 
+BENCH_KEY = "sk-bench-key-0001"
+
+
+def tenant_config(redis_port, redis_extra=""):
+    """The tenancy benchmarks' configuration: Redis on `redis_port` and one API key
+    (BENCH_KEY) with limits far above any load."""
+    return f"""
+[redis]
+url = "redis://127.0.0.1:{redis_port}"
+refresh_interval = "5s"
+{redis_extra}
+
+[auth]
+enabled = true
+
+[[auth.keys]]
+key = "{BENCH_KEY}"
+tenant = "bench"
+requests_per_minute = 100000000
+tokens_per_minute = 1000000000
+"""
+
+
 def redis_server(port):
     p = start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
     end = time.time() + 10
@@ -589,21 +612,8 @@ def main():
         ensure_redis()
         rp, sc, sca, sl, sla = (free_port() for _ in range(5))
         redis_server(rp)
-        key = "sk-bench-key-0001"
-        tenant = f"""
-[redis]
-url = "redis://127.0.0.1:{rp}"
-refresh_interval = "5s"
-
-[auth]
-enabled = true
-
-[[auth.keys]]
-key = "{key}"
-tenant = "bench"
-requests_per_minute = 100000000
-tokens_per_minute = 1000000000
-"""
+        key = BENCH_KEY
+        tenant = tenant_config(rp)
         s4 = switchyard(sc, sca, up, extra=tenant + "\n[cache]\nenabled = true\n", key=key)
         s5 = switchyard(sl, sla, up, extra=tenant + "\n[cache]\nenabled = false\n", key=key)
         emit()
