@@ -134,7 +134,7 @@ def nginx_proxy(port, up):
     return p
 
 
-def switchyard(port, admin, up, extra="", key=None, binary=None):
+def switchyard(port, admin, up, extra="", key=None, binary=None, wrap=()):
     cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     cfg.write(f"""[server]
 listen = "127.0.0.1:{port}"
@@ -154,7 +154,7 @@ access = {str(os.environ.get("SY_ACCESS_LOG", "true")).lower()}
 {extra}
 """)
     cfg.close()
-    p = start([binary or os.path.join(TARGET, "release", "switchyard"), "--config", cfg.name])
+    p = start([*wrap, binary or os.path.join(TARGET, "release", "switchyard"), "--config", cfg.name])
     wait_http(f"http://127.0.0.1:{admin}/health")
     end = time.time() + 20
     while time.time() < end:

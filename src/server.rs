@@ -168,6 +168,11 @@ pub fn run(settings: Settings, upgrade: bool, daemon: bool) -> Result<(), String
         grace_period_seconds: Some(settings.server.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: settings.server.upstream_keepalive_pool,
+        // Pingora's own timeouts (the header and body reads, the upstream reads) of a
+        // second or more run on tokio's timer wheel rather than its 10 ms "fast" timer:
+        // registering one of those took a clock read, u128 arithmetic and a lock on a
+        // tree per read, more than tokio's wheel costs (docs/benchmarks.md).
+        fast_timeout_to_tokio_threshold_seconds: Some(0),
         upgrade_sock: settings.server.upgrade_sock.clone(),
         daemon,
         ..ServerConf::default()

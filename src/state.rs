@@ -141,7 +141,7 @@ pub struct Snapshot {
     /// Request body limit.
     pub max_body: usize,
     /// Model names that get their own metric label.
-    pub metric_models: HashSet<String>,
+    pub metric_models: HashSet<String, switchyard_filters::route::NameHasher>,
 }
 
 impl Snapshot {
@@ -360,7 +360,7 @@ impl Hub {
                 route: RouteTable::default(),
                 local: None,
                 max_body: 0,
-                metric_models: HashSet::new(),
+                metric_models: HashSet::default(),
             }),
             dynamic: Mutex::new(Dynamic::default()),
             counters: Mutex::new(HashMap::new()),
@@ -742,7 +742,8 @@ impl Hub {
         let mut providers = Vec::new();
         let mut route_providers = Vec::new();
         let mut local_view = None;
-        let mut metric_models: HashSet<String> = HashSet::new();
+        let mut metric_models: HashSet<String, switchyard_filters::route::NameHasher> =
+            HashSet::default();
 
         if let Some(l) = &local {
             let auth = l.auth.as_ref().map(|a| a.expose().to_string());

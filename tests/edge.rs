@@ -980,11 +980,7 @@ type Counter = std::sync::Arc<std::sync::atomic::AtomicU64>;
 async fn a_pooled_connection_the_upstream_closed_is_not_used() {
     use std::sync::atomic::Ordering;
     let (up, n, closed) = closing_upstream().await;
-    let cfg = format!(
-        "{}\n[[providers]]\nname = \"up\"\nkind = \"openai-compatible\"\nbase_url = \"http://{up}/v1\"\napi_key = \"sk-test-up\"\nmodels = [\"m\"]\n",
-        server("")
-    );
-    let gw = Gateway::start(&cfg).await;
+    let gw = Gateway::start(&behind(&up, "")).await;
     for i in 1..=3u64 {
         let (s, _, body) = post(&gw.url("/v1/chat/completions"), &chat("m", false)).await;
         assert_eq!(s, 200, "request {i}: {body}");
@@ -1137,17 +1133,123 @@ async fn case_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>
     (a, heads)
 }
 
+/// Hop-by-hop fields (and the ones `Connection` nominates) never reach the upstream;
+/// every other field does, with or without hop-by-hop fields beside it.
+#[tokio::test]
+async fn hop_by_hop_fields_stop_at_the_gateway() {
+    let (up, heads) = case_upstream().await;
+    let gw = Gateway::start(&behind(&up, "")).await;
+    let body = serde_json::to_vec(&chat("m", false)).unwrap();
+    let hop = "Connection: keep-alive, X-Hop-Nominated\r\nX-Hop-Nominated: n\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: Basic c2stcHJveHk=\r\nTE: trailers\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n";
+    for extra in [hop, ""] {
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Kept: k\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let raw = exchange_head(&gw, &req, &body).await;
+        assert!(
+            raw.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&raw)
+        );
+        let head = heads
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(head.contains("x-kept: k"), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        for gone in [
+            "x-hop-nominated",
+            "keep-alive:",
+            "proxy-connection",
+            "proxy-authorization",
+            "\r\nte:",
+            "http2-settings",
+        ] {
+            assert!(!head.contains(gone), "{gone} reached the upstream: {head}");
+        }
+    }
+}
+
+/// A gateway configuration with one OpenAI-compatible provider at `up` serving `m`.
+fn behind(up: &str, server_extra: &str) -> String {
+    format!(
+        "{}\n[[providers]]\nname = \"up\"\nkind = \"openai-compatible\"\nbase_url = \"http://{up}/v1\"\napi_key = \"sk-test-up\"\nmodels = [\"m\"]\n",
+        server(server_extra)
+    )
+}
+
+/// Sends `head` and `body` on a new connection; the response head as read, byte by byte.
+async fn exchange_head(gw: &Gateway, head: &str, body: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr(gw)).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "{head}");
+        raw.push(byte[0]);
+    }
+    raw
+}
+
+/// A request body's length is read the one way HTTP allows: identical repeats agree,
+/// anything else (conflicting values, a sign, a non-digit) is a 400 before any upstream.
+#[tokio::test]
+async fn content_length_is_framed_strictly() {
+    let (up, heads) = case_upstream().await;
+    let gw = Gateway::start(&behind(&up, "")).await;
+    let body = serde_json::to_vec(&chat("m", false)).unwrap();
+    let n = body.len();
+    let cases = [
+        (format!("Content-Length: {n}\r\n"), "200"),
+        (
+            format!("Content-Length: {n}\r\nContent-Length: {n}\r\n"),
+            "200",
+        ),
+        (format!("Content-Length: {n}, {n}\r\n"), "200"),
+        (format!("Content-Length: 0{n}\r\n"), "200"),
+        (
+            format!("Content-Length: {n}\r\nContent-Length: {}\r\n", n + 1),
+            "400",
+        ),
+        (format!("Content-Length: {n}, {}\r\n", n - 1), "400"),
+        (format!("Content-Length: +{n}\r\n"), "400"),
+        (format!("Content-Length: {n}x\r\n"), "400"),
+        (
+            "Content-Length: 99999999999999999999999\r\n".to_string(),
+            "400",
+        ),
+    ];
+    for (cl, want) in cases {
+        let before = heads.lock().unwrap().len();
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{cl}\r\n"
+        );
+        let raw = exchange_head(&gw, &req, &body).await;
+        let head = String::from_utf8_lossy(&raw).to_string();
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {want}")),
+            "{cl:?}: {head}"
+        );
+        let forwarded = heads.lock().unwrap().len() - before;
+        assert_eq!(forwarded, usize::from(want == "200"), "{cl:?}");
+    }
+}
+
 /// Header names go out in the canonical case by default (one header map per message);
 /// `preserve_header_case = true` keeps each side's spelling.
 #[tokio::test]
 async fn header_name_case_is_canonical_unless_asked_to_preserve() {
     for preserve in [false, true] {
         let (up, heads) = case_upstream().await;
-        let cfg = format!(
-            "{}\n[[providers]]\nname = \"up\"\nkind = \"openai-compatible\"\nbase_url = \"http://{up}/v1\"\napi_key = \"sk-test-up\"\nmodels = [\"m\"]\n",
-            server(&format!("preserve_header_case = {preserve}"))
-        );
-        let gw = Gateway::start(&cfg).await;
+        let gw = Gateway::start(&behind(&up, &format!("preserve_header_case = {preserve}"))).await;
         let body = serde_json::to_vec(&chat("m", false)).unwrap();
         let req = format!(
             "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-CuStOm-Trace: t1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -1233,11 +1335,7 @@ async fn holding_stream_upstream() -> (String, Counter) {
 async fn a_client_that_leaves_mid_stream_ends_the_upstream_request() {
     use std::sync::atomic::Ordering;
     let (up, closed) = holding_stream_upstream().await;
-    let cfg = format!(
-        "{}\n[[providers]]\nname = \"up\"\nkind = \"openai-compatible\"\nbase_url = \"http://{up}/v1\"\napi_key = \"sk-test-up\"\nmodels = [\"m\"]\n",
-        server("")
-    );
-    let gw = Gateway::start(&cfg).await;
+    let gw = Gateway::start(&behind(&up, "")).await;
     let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
     s.write_all(&chat_req("m", true, "")).await.unwrap();
     let mut seen = Vec::new();
@@ -1309,11 +1407,7 @@ async fn trickling_upstream(body: &'static str) -> String {
 async fn an_answer_arriving_in_pieces_is_relayed_whole() {
     let body = r#"{"id":"x","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"in three pieces"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":3,"total_tokens":4}}"#;
     let up = trickling_upstream(body).await;
-    let cfg = format!(
-        "{}\n[[providers]]\nname = \"up\"\nkind = \"openai-compatible\"\nbase_url = \"http://{up}/v1\"\napi_key = \"sk-test-up\"\nmodels = [\"m\"]\n",
-        server("")
-    );
-    let gw = Gateway::start(&cfg).await;
+    let gw = Gateway::start(&behind(&up, "")).await;
     let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
     for i in 0..3 {
         s.write_all(&chat_req("m", false, "")).await.unwrap();

@@ -129,15 +129,20 @@ pub struct RouteProvider {
     pub patterns: Vec<Pattern>,
 }
 
+/// The hasher of the routing sets: every request looks its model up in them, and their
+/// keys come from configuration and the local backend, never from clients, so a
+/// seeded fast hash is enough (no client can fill them with colliding names).
+pub type NameHasher = foldhash::fast::RandomState;
+
 /// Everything routing reads, built once per config snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     /// Providers in configuration order (the local backend first when configured).
     pub providers: Vec<RouteProvider>,
     /// Alias -> real model name.
-    pub aliases: HashMap<String, String>,
+    pub aliases: HashMap<String, String, NameHasher>,
     /// Models the local backend reported (exact names).
-    pub local_models: HashSet<String>,
+    pub local_models: HashSet<String, NameHasher>,
     /// Index of the local backend in `providers`, if one is configured.
     pub local: Option<usize>,
     /// The deployment's strategy.

@@ -175,6 +175,20 @@ impl ConnectionNominations {
     }
 }
 
+/// Switchyard patch: whether `name` is one of the fields `sanitize_h1_upstream_request`
+/// removes or rewrites on its own (the standard hop-by-hop fields, `Upgrade` and
+/// `HTTP2-Settings`). Connection-nominated fields need a `Connection` field, which is one.
+fn is_hop_by_hop_name(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || matches!(name.as_str(), KEEP_ALIVE | PROXY_CONNECTION | HTTP2_SETTINGS)
+}
+
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
     req.remove_header(KEEP_ALIVE);
     req.remove_header(PROXY_CONNECTION);
@@ -334,6 +348,13 @@ pub(crate) fn sanitize_h1_upstream_request(
     downstream_is_http11: bool,
 ) -> Result<()> {
     if policy == HttpUpstreamRequestPolicy::preserve() {
+        return Ok(());
+    }
+    // Switchyard patch: most requests carry none of the fields this policy acts on (a
+    // nomination needs `Connection`, an upgrade `Upgrade`). One pass over the names
+    // finds that, where the steps below cost a hashed lookup or removal per field
+    // (about 1.6k instructions per request, callgrind).
+    if !req.headers.keys().any(is_hop_by_hop_name) {
         return Ok(());
     }
 

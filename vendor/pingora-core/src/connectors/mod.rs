@@ -489,7 +489,8 @@ fn next_pool_id() -> PoolId {
 /// connector.
 #[derive(Default)]
 pub struct IdleReaper {
-    idle: parking_lot::Mutex<HashMap<PoolId, (ConnectionMeta, Instant, Instant)>>,
+    // Pool ids are our own counters: a fast hash, not SipHash.
+    idle: parking_lot::Mutex<HashMap<PoolId, (ConnectionMeta, Instant, Instant), ahash::RandomState>>,
     started: std::sync::atomic::AtomicBool,
 }
 

@@ -334,6 +334,16 @@ pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
     // If multiple Content-Length headers were sent, everything can still be
     // alright if they all contain the same value, and all parse correctly. If
     // not, then it's an error.
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    // Switchyard patch: the common case, one field of plain digits, without the UTF-8
+    // check, the split and the trims below (about 120 instructions a call, and a
+    // message's framing is resolved several times).
+    if let (Some(first), None) = (values.next(), values.next()) {
+        let b = first.as_bytes();
+        if !b.is_empty() && b.iter().all(u8::is_ascii_digit) {
+            return from_digits(b);
+        }
+    }
     let mut content_length: Option<u64> = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         // A non-visible-ASCII value can't be a valid Content-Length, so the
