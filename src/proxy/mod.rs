@@ -100,10 +100,12 @@ impl Gateway {
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = Ctx;
+    // Boxed: the context is about 1.6 KB, and Pingora moves it by value into each
+    // request's futures (a memcpy per move); a box moves as one pointer.
+    type CTX = Box<Ctx>;
 
     fn new_ctx(&self) -> Self::CTX {
-        Ctx::new()
+        Box::new(Ctx::new())
     }
 
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {

@@ -23,7 +23,10 @@ use crate::protocols::{Digest, SocketAddr, Stream};
 
 /// A type for Http client session. It can be either an Http1 connection or an Http2 stream.
 pub enum HttpSession<S = ()> {
-    H1(Http1Session),
+    // Switchyard patch: boxed, as the server side's session: an HTTP/1 client session
+    // is several hundred bytes, moved by value from the connector to the proxy and
+    // back into the pool on every request.
+    H1(Box<Http1Session>),
     H2(Http2Session),
     Custom(S),
 }

@@ -54,7 +54,10 @@ impl ReusableHttpStream {
 
 /// HTTP server session object for both HTTP/1.x and HTTP/2
 pub enum Session {
-    H1(SessionV1),
+    // Switchyard patch: boxed. An HTTP/1 session is about 720 bytes, and a session is
+    // moved by value several times per request (into the proxy's session box, into
+    // `finish` and `reuse`'s futures): each move was a memcpy of all of it.
+    H1(Box<SessionV1>),
     H2(SessionV2),
     Subrequest(SessionSubrequest),
     Custom(Box<dyn SessionCustom>),
@@ -63,7 +66,7 @@ pub enum Session {
 impl Session {
     /// Create a new [`Session`] from an established connection for HTTP/1.x
     pub fn new_http1(stream: Stream) -> Self {
-        Self::H1(SessionV1::new(stream))
+        Self::H1(Box::new(SessionV1::new(stream)))
     }
 
     /// Create a new [`Session`] from an established HTTP/2 stream
@@ -270,7 +273,7 @@ impl Session {
             Self::H1(mut s) => {
                 // need to flush body due to buffering
                 s.finish_body().await?;
-                s.reuse().await
+                s.reuse_boxed().await
             }
             Self::H2(mut s) => {
                 s.finish()?;

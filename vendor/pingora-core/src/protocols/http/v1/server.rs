@@ -1552,7 +1552,13 @@ impl HttpSession {
     /// If the connection cannot be reused, the underlying stream will be closed and `None` will be
     /// returned. If there was an error while draining any remaining request body that error will
     /// be returned.
-    pub async fn reuse(mut self) -> Result<Option<ReusableHttpStream>> {
+    pub async fn reuse(self) -> Result<Option<ReusableHttpStream>> {
+        Box::new(self).reuse_boxed().await
+    }
+
+    /// Switchyard patch: [`Self::reuse()`] for a boxed session, whose future then holds
+    /// a pointer rather than a copy of the whole session.
+    pub async fn reuse_boxed(mut self: Box<Self>) -> Result<Option<ReusableHttpStream>> {
         if !self.will_keepalive() {
             debug!("HTTP shutdown connection");
             self.shutdown().await;
