@@ -19,7 +19,10 @@ use http::{header, header::AsHeaderName, HeaderValue, StatusCode, Version};
 use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
 use pingora_http::{HMap, IntoCaseHeaderName, RequestHeader, ResponseHeader};
-use pingora_timeout::timeout;
+// Switchyard patch: tokio's timeout, whose timer lives inside the future, instead of
+// pingora_timeout's, which boxes one per read, write or wait that goes pending (two
+// allocations per proxied request on the HTTP/1 path).
+use tokio::time::timeout;
 use std::io::ErrorKind;
 use std::str;
 use std::time::Duration;

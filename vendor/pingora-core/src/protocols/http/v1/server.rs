@@ -25,7 +25,10 @@ use once_cell::sync::Lazy;
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
 use pingora_error::{Error, ErrorType, ErrorType::*, OrErr, Result};
 use pingora_http::{IntoCaseHeaderName, RequestHeader, ResponseHeader};
-use pingora_timeout::timeout;
+// Switchyard patch: tokio's timeout, whose timer lives inside the future, instead of
+// pingora_timeout's, which boxes one per read, write or wait that goes pending (two
+// allocations per proxied request on the HTTP/1 path).
+use tokio::time::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
@@ -953,11 +956,12 @@ impl HttpSession {
             /* update headers */
             header.insert_header(header::DATE, date::get_cached_date())?;
 
-            // TODO: make these lazy static
+            // Switchyard patch: static values, where a `&str` was copied into a new
+            // allocation for every response.
             let connection_value = if self.will_keepalive() {
-                "keep-alive"
+                http::HeaderValue::from_static("keep-alive")
             } else {
-                "close"
+                http::HeaderValue::from_static("close")
             };
             header.insert_header(header::CONNECTION, connection_value)?;
         }
