@@ -15,8 +15,10 @@
 //! looked makes one miss that would have been a hit. An answer held here is served only
 //! until the TTL it was stored with.
 //!
-//! The index holds a 64-bit hash per key (a collision only reads as "present": one
-//! lookup), at most `max_keys` of them: when it is full the oldest key is forgotten, and
+//! The index holds a 128-bit id per key: the first 128 bits of the key's SHA-256 digest,
+//! mixed with a hash of its scope (two keys share an id only if their digests agree in
+//! 128 bits, which no one can arrange, so a held answer is never another key's), at
+//! most `max_keys` of them: when it is full the oldest key is forgotten, and
 //! a request for it is a miss (the upstream answers and the entry is stored again).
 //! Expired keys go in order from an expiry queue, a few at a time, never by a scan of
 //! the whole index. Answers are held within a byte budget, oldest out first; an evicted
@@ -40,6 +42,9 @@ pub enum Lookup {
     Unknown,
 }
 
+/// A key's id in the index ([`id_of`]).
+type Id = u128;
+
 #[derive(Debug)]
 struct Entry {
     expires_ms: u64,
@@ -49,13 +54,14 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Inner {
-    index: HashMap<u64, Entry>,
+    // Ids are digests: a fast seeded hash is enough.
+    index: HashMap<Id, Entry, foldhash::fast::RandomState>,
     /// Keys whose answer is held, oldest first, with the sequence number of the insert
     /// (a stale position is skipped).
-    held: VecDeque<(u64, u64)>,
+    held: VecDeque<(Id, u64)>,
     /// (expiry, key) in the order they were recorded: the oldest first. An item whose
     /// key was recorded again since (another expiry) is stale and skipped.
-    expiries: VecDeque<(u64, u64)>,
+    expiries: VecDeque<(u64, Id)>,
     bytes: usize,
     seq: u64,
     /// Bumped whenever knowledge was lost (the subscription), so a resync that started
@@ -72,10 +78,31 @@ pub struct CacheMirror {
     max_bytes: usize,
 }
 
-/// The index hash of a cache key (`{scope}:<hash>`).
-fn hash_of(key: &str) -> u64 {
+/// The index id of a cache key, `{scope}:<64 hex digits>` as `cachekey::scoped_key`
+/// builds it: the digest's first 128 bits, with a hash of the scope in the upper half
+/// (the digest does not cover the scope). Anything else (not a store key) gets a
+/// 128-bit hash of the whole string.
+fn id_of(key: &str) -> Id {
+    if let Some((scope, hex)) = key.rsplit_once(':') {
+        if let (64, Some(d)) = (hex.len(), hex.get(..32).and_then(hex128)) {
+            return d ^ (Id::from(sip(0, scope)) << 64);
+        }
+    }
+    (Id::from(sip(1, key)) << 64) | Id::from(sip(2, key))
+}
+
+/// 32 lowercase or uppercase hex digits, strictly (no sign, no other byte).
+fn hex128(h: &str) -> Option<Id> {
+    h.bytes().try_fold(0 as Id, |acc, c| {
+        let v = (c as char).to_digit(16)?;
+        Some((acc << 4) | Id::from(v))
+    })
+}
+
+fn sip(domain: u8, s: &str) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
-    key.hash(&mut h);
+    domain.hash(&mut h);
+    s.hash(&mut h);
     h.finish()
 }
 
@@ -92,7 +119,7 @@ impl CacheMirror {
 
     /// What is known of `key` at `now_ms`.
     pub fn lookup(&self, key: &str, now_ms: u64) -> Lookup {
-        let h = hash_of(key);
+        let h = id_of(key);
         let synced = self.synced.load(Ordering::Acquire);
         let inner = self.inner.lock();
         match inner.index.get(&h) {
@@ -108,7 +135,7 @@ impl CacheMirror {
     /// Records that `key` exists for `ttl_ms` more (an announcement, or a key found by
     /// the resync). An answer already held is kept.
     pub fn announce(&self, key: &str, ttl_ms: u64, now_ms: u64) {
-        let h = hash_of(key);
+        let h = id_of(key);
         let mut inner = self.inner.lock();
         if !inner.index.contains_key(&h) {
             self.make_room(&mut inner, now_ms);
@@ -131,7 +158,7 @@ impl CacheMirror {
             self.announce(key, ttl_ms, now_ms);
             return;
         }
-        let h = hash_of(key);
+        let h = id_of(key);
         let mut inner = self.inner.lock();
         if !inner.index.contains_key(&h) {
             self.make_room(&mut inner, now_ms);
@@ -183,7 +210,7 @@ impl CacheMirror {
         Self::drop_expired(&mut inner, now_ms);
     }
 
-    fn queue_expiry(inner: &mut Inner, expires: u64, h: u64) {
+    fn queue_expiry(inner: &mut Inner, expires: u64, h: Id) {
         inner.expiries.push_back((expires, h));
         if inner.expiries.len() > 2 * inner.index.len() + 1024 {
             let Inner {
@@ -194,7 +221,7 @@ impl CacheMirror {
     }
 
     /// Removes the key of a queue item if the item is its latest record.
-    fn remove_if_latest(inner: &mut Inner, exp: u64, h: u64) -> bool {
+    fn remove_if_latest(inner: &mut Inner, exp: u64, h: Id) -> bool {
         if inner.index.get(&h).is_none_or(|e| e.expires_ms != exp) {
             return false;
         }
@@ -283,6 +310,29 @@ mod tests {
 
     fn b(s: &'static str) -> Bytes {
         Bytes::from_static(s.as_bytes())
+    }
+
+    #[test]
+    fn ids_are_the_digest_per_scope() {
+        let d = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let (a, b2) = (format!("{{t1}}:{d}"), format!("{{t2}}:{d}"));
+        assert_ne!(id_of(&a), id_of(&b2), "the scope is part of the id");
+        assert_eq!(
+            id_of(&a) as u64,
+            0x0123456789abcdef,
+            "the digest's bits are the id's"
+        );
+        let other = format!("{{t1}}:f{}", &d[1..]);
+        assert_ne!(id_of(&a), id_of(&other));
+        // Not a store key (a sign, a short digest): a hash of the whole string.
+        let signed = format!("{{t1}}:+{}", &d[1..]);
+        assert_ne!(id_of(&signed), id_of(&a));
+        assert_ne!(id_of("{t1}:abc"), id_of("{t1}:abd"));
+        let m = CacheMirror::new(16, 1 << 20);
+        m.hold(&a, b("one"), 1000, 0);
+        m.hold(&b2, b("two"), 1000, 0);
+        assert_eq!(m.lookup(&a, 1), Lookup::Hit(b("one")));
+        assert_eq!(m.lookup(&b2, 1), Lookup::Hit(b("two")));
     }
 
     #[test]
