@@ -159,6 +159,9 @@ struct Inner {
     engine: Mutex<Option<Arc<dyn Engine>>>,
     hardware: Mutex<Option<Hardware>>,
     leader: AtomicBool,
+    /// Becomes true once this replica first tried for the lease (and, if it got it,
+    /// took it): until then a command cannot tell holder from follower.
+    lease_tried: watch::Sender<bool>,
     /// When this controller was made (unix ms).
     started_ms: u64,
     metrics: ControlMetrics,
@@ -224,6 +227,7 @@ impl Control {
                 engine: Mutex::new(None),
                 hardware: Mutex::new(None),
                 leader: AtomicBool::new(false),
+                lease_tried: watch::channel(false).0,
                 started_ms: unix_ms(),
                 metrics,
                 http,
@@ -274,6 +278,12 @@ impl Control {
                 "the controller is still connecting to the container engine".into()
             })));
         }
+        // Connected, but the first try for the lease may not have been made yet: a
+        // command now would be handed to "the holder" and answered with a status from
+        // before it, although this replica is about to hold the lease itself.
+        let mut tried = self.inner.lease_tried.subscribe();
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        let _ = tokio::time::timeout_at(until, tried.wait_for(|t| *t)).await;
         if !self.inner.leader.load(Ordering::Relaxed) {
             let d = Desired {
                 seq: unix_ms(),
@@ -508,6 +518,7 @@ impl Driver {
                 self.inner.hub.replica_id
             );
             self.inner.leader.store(true, Ordering::Relaxed);
+            self.inner.lease_tried.send_replace(true);
             self.inner.metrics.leader.set(1);
             self.reconcile(&engine).await;
             let lost = self.lead(&engine, &mut shutdown).await;
@@ -549,6 +560,8 @@ impl Driver {
                 Ok(false) => {}
                 Err(e) => log::debug!("control: lease not taken: {e}"),
             }
+            // Another replica holds it (or the store is down): commands go to the holder.
+            self.inner.lease_tried.send_replace(true);
             let until = Instant::now() + LEASE_EVERY;
             loop {
                 tokio::select! {
