@@ -29,7 +29,8 @@ import run as R  # noqa: E402
 
 
 def parse(path):
-    """Self cost per function name, and the inclusive cost of each caller → callee edge."""
+    """Total cost; self cost per function name; inclusive cost and call count of each
+    caller → callee edge."""
     names, self_cost, edges = {}, collections.Counter(), collections.Counter()
     counts = collections.Counter()
     fn = cfn = None
@@ -63,8 +64,7 @@ def parse(path):
                 after_calls = False
             else:
                 self_cost[fn] += cost
-    parse.counts = counts
-    return total or sum(self_cost.values()), self_cost, edges
+    return total or sum(self_cost.values()), self_cost, edges, counts
 
 
 def main():
@@ -80,7 +80,7 @@ def main():
     if subprocess.run(["which", "valgrind"], capture_output=True).returncode != 0:
         subprocess.run(["apt-get", "install", "-y", "-qq", "valgrind"], check=True,
                        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-    out = a.out or tempfile.mktemp(suffix=".callgrind")
+    out = a.out or os.path.join(tempfile.mkdtemp(prefix="callgrind-"), "out")
     up = R.free_port()
     R.nginx_upstream(up)
     port, admin = R.free_port(), R.free_port()
@@ -107,7 +107,7 @@ def main():
     dumps = sorted(p for p in os.listdir(os.path.dirname(out) or ".")
                    if p.startswith(os.path.basename(out)))
     last = os.path.join(os.path.dirname(out) or ".", dumps[-1])
-    total, self_cost, edges = parse(last)
+    total, self_cost, edges, counts = parse(last)
     print(f"{a.mode}: {n} requests, {total / n / 1000:.1f}k instructions per request ({last})")
     if a.callers:
         rows = collections.Counter()
@@ -116,7 +116,7 @@ def main():
                 rows[(caller, callee)] += c
         print("instructions per request (inclusive), calls per request, caller -> callee")
         for (caller, callee), c in rows.most_common(a.top):
-            k = parse.counts[(caller, callee)] / n
+            k = counts[(caller, callee)] / n
             print(f"{c / n:9.0f} {k:6.2f}  {caller}  ->  {callee}")
         return
     for f, c in self_cost.most_common(a.top):
