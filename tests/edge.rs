@@ -1141,7 +1141,17 @@ async fn hop_by_hop_fields_stop_at_the_gateway() {
     let gw = Gateway::start(&behind(&up, "")).await;
     let body = serde_json::to_vec(&chat("m", false)).unwrap();
     let hop = "Connection: keep-alive, X-Hop-Nominated\r\nX-Hop-Nominated: n\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: Basic c2stcHJveHk=\r\nTE: trailers\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n";
-    for extra in [hop, ""] {
+    // All together, each alone (without a `Connection` field beside it, the one that
+    // alone sends a request down the full strip), and none.
+    let alone = [
+        "Keep-Alive: timeout=5\r\n",
+        "Proxy-Connection: keep-alive\r\n",
+        "Proxy-Authorization: Basic c2stcHJveHk=\r\n",
+        "TE: trailers\r\n",
+        "Trailer: x-checksum\r\n",
+        "HTTP2-Settings: AAMAAABkAAQAAP__\r\n",
+    ];
+    for extra in [hop].into_iter().chain(alone).chain([""]) {
         let req = format!(
             "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Kept: k\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
@@ -1170,6 +1180,7 @@ async fn hop_by_hop_fields_stop_at_the_gateway() {
             "proxy-connection",
             "proxy-authorization",
             "\r\nte:",
+            "\r\ntrailer:",
             "http2-settings",
         ] {
             assert!(!head.contains(gone), "{gone} reached the upstream: {head}");
