@@ -6,7 +6,7 @@
 //! | file | concern |
 //! |---|---|
 //! | `machine.rs` | the lifecycle as a pure state machine |
-//! | `driver.rs` | the task: runs the machine's actions, publishes its state, holds the lease |
+//! | `driver/` | the task: runs the machine's actions, publishes its state, holds the lease (`run.rs`); the actions themselves (`actions.rs`); the handle the admin API uses (`handle.rs`) |
 //! | `engine.rs`, `docker.rs` | the container engine trait and its bollard implementation |
 //! | `health.rs` | each backend's readiness and liveness probes, Ollama pulls |
 //! | `drain.rs` | waiting for the cluster's local in-flight requests |
