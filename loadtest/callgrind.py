@@ -4,8 +4,10 @@
   loadtest/callgrind.py pass  [--binary B] [--top 40]     # Switchyard passthrough
   loadtest/callgrind.py chain [--binary B]                # auth + limits on Redis + a cache miss
   loadtest/callgrind.py pass --callers memcpy             # who calls a function, by cost
+  loadtest/callgrind.py nginx                             # nginx proxy_pass, for reference
+  loadtest/callgrind.py bare                              # the bare Pingora example
 
-The gateway runs under valgrind's callgrind in front of nginx `return 200`; after a
+The proxy runs under valgrind's callgrind in front of nginx `return 200`; after a
 warm-up its counters are zeroed, wrk sends requests for a few seconds at 4 connections,
 and the counters are dumped. The total is divided by the requests wrk completed; the
 top functions are listed by their own (exclusive) instructions per request. Unlike the
@@ -69,7 +71,7 @@ def parse(path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["pass", "chain"])
+    ap.add_argument("mode", choices=["pass", "chain", "nginx", "bare"])
     ap.add_argument("--binary", help="the switchyard binary (default: the release build)")
     ap.add_argument("--secs", type=int, default=8)
     ap.add_argument("--top", type=int, default=40)
@@ -93,7 +95,12 @@ def main():
         extra = R.tenant_config(rp) + "\n[cache]\nenabled = true\n"
         script = "chain.lua"
     wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-    proxy = R.switchyard(port, admin, up, extra=extra, key=key, binary=a.binary, wrap=wrap)
+    if a.mode == "nginx":
+        proxy = R.nginx_proxy(port, up, wrap=wrap)
+    elif a.mode == "bare":
+        proxy = R.bare(port, up, wrap=wrap)
+    else:
+        proxy = R.switchyard(port, admin, up, extra=extra, key=key, binary=a.binary, wrap=wrap)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     env = dict(os.environ, KEY=key or "")
     lua = os.path.join(os.path.dirname(os.path.abspath(__file__)), script)

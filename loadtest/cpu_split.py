@@ -23,8 +23,18 @@ import run as R  # noqa: E402
 
 
 def ticks(pid):
+    """user ticks, system ticks, minor page faults, voluntary and involuntary context
+    switches (summed over the process's threads)."""
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return int(f[11]), int(f[12])
+    vol = invol = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            st = open(f"/proc/{pid}/task/{t}/status").read()
+        except OSError:
+            continue
+        vol += int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", st, re.M).group(1))
+        invol += int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", st, re.M).group(1))
+    return int(f[11]), int(f[12]), int(f[7]), vol, invol
 
 
 def main():
@@ -70,7 +80,10 @@ def main():
     for k in procs:
         u = (after[k][0] - before[k][0]) * 1e6 / R.TICK / n
         s = (after[k][1] - before[k][1]) * 1e6 / R.TICK / n
-        print(f"  {k:9s} user {u:5.1f}  sys {s:5.1f}  µs per request")
+        d = [(after[k][i] - before[k][i]) / n for i in (2, 3, 4)]
+        print(f"  {k:9s} user {u:5.1f}  sys {s:5.1f}  µs per request;"
+              f" per request {d[0]:.3f} page faults, {d[1]:.3f} + {d[2]:.3f} context switches"
+              f" (voluntary + not)")
     if pr:
         for line in R.redis_cmd(rp, "INFO", "commandstats").splitlines():
             m = re.match(r"cmdstat_([^:]+):calls=(\d+),usec=(\d+)", line)

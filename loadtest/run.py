@@ -105,11 +105,11 @@ CHAT_JSON = ('{"id":"chatcmpl-bench","object":"chat.completion","created":170000
              '"completion_tokens":16,"total_tokens":28}}') % MODEL
 
 
-def nginx(body):
+def nginx(body, wrap=()):
     d = tempfile.mkdtemp(prefix="sy-nginx-")
     with open(os.path.join(d, "nginx.conf"), "w") as f:
         f.write(NGINX_COMMON.format(d=d, body=body))
-    return start(["nginx", "-p", d, "-c", os.path.join(d, "nginx.conf")])
+    return start(list(wrap) + ["nginx", "-p", d, "-c", os.path.join(d, "nginx.conf")])
 
 
 def nginx_upstream(port):
@@ -123,14 +123,14 @@ def nginx_upstream(port):
     return p
 
 
-def nginx_proxy(port, up):
+def nginx_proxy(port, up, wrap=()):
     body = f"""  upstream up {{ server 127.0.0.1:{up}; keepalive 256; }}
   server {{ listen 127.0.0.1:{port};
     location = /health {{ return 200 'ok'; }}
     location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }}
   }}"""
-    p = nginx(body)
-    wait_http(f"http://127.0.0.1:{port}/health")
+    p = nginx(body, wrap)
+    wait_http(f"http://127.0.0.1:{port}/health", 60 if wrap else 20)
     return p
 
 
@@ -247,10 +247,10 @@ def redis_calls(admin):
                if line.startswith("switchyard_redis_calls_total{"))
 
 
-def bare(port, up):
-    p = start([os.path.join(TARGET, "release", "examples", "bare_pingora"), f"127.0.0.1:{port}",
-               f"127.0.0.1:{up}", "--wbuf", "16384"])
-    end = time.time() + 10
+def bare(port, up, wrap=()):
+    p = start(list(wrap) + [os.path.join(TARGET, "release", "examples", "bare_pingora"),
+                            f"127.0.0.1:{port}", f"127.0.0.1:{up}", "--wbuf", "16384"])
+    end = time.time() + (30 if wrap else 10)
     while time.time() < end:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
