@@ -6,6 +6,12 @@ statistics, for one build under one wrk load.
   loadtest/cpu_split.py nginx                               # nginx proxy_pass, for reference
   loadtest/cpu_split.py pass  [--binary B] [--conns 32]     # Switchyard passthrough
   loadtest/cpu_split.py chain [--binary B] [--redis 'write_window = "0ms"']
+  loadtest/cpu_split.py pass  --perf /tmp/pass.data         # and a CPU-time profile of the proxy
+
+`--perf` samples the proxy with `perf record -e cpu-clock` (a software clock, so it works
+where the CPU's counters are not available) through the timed run, user and kernel
+code both: `perf report -i FILE --sort dso,sym` then shows where the time goes, the
+kernel's share included, on the real CPU rather than under valgrind.
 
 `chain` is auth + limits on Redis + a cache miss on every request (wrk's chain.lua).
 Run two builds (or two settings) one after the other, alternating, and compare: on a
@@ -44,6 +50,7 @@ def main():
     ap.add_argument("--conns", default="32")
     ap.add_argument("--secs", type=int, default=6)
     ap.add_argument("--redis", default="", help="extra [redis] lines for the chain")
+    ap.add_argument("--perf", help="record a cpu-clock profile of the proxy into this file")
     a = ap.parse_args()
     R.ensure_tools()
     up = R.free_port()
@@ -70,10 +77,19 @@ def main():
     if pr:
         procs["redis"] = pr.pid
         R.redis_cmd(rp, "CONFIG", "RESETSTAT")
+    rec = None
+    if a.perf:
+        rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-g", "-o", a.perf,
+                                "-p", str(proxy.pid)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # perf attaches before the timed run starts
     before = {k: ticks(p) for k, p in procs.items()}
     out = subprocess.run(wrk[:3] + [f"-d{a.secs}s"] + wrk[3:], env=env, capture_output=True,
                          text=True).stdout
     after = {k: ticks(p) for k, p in procs.items()}
+    if rec:
+        rec.send_signal(2)
+        rec.wait()
     n = int(re.search(r"(\d+) requests in", out).group(1))
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)
     print(f"{a.mode} at {a.conns} connections: {rps} req/s")
