@@ -6,7 +6,6 @@
 //!   target/release/examples/bare_pingora 127.0.0.1:8090 127.0.0.1:8000 [--modules] [--wbuf N]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use async_trait::async_trait;
 use mimalloc::MiMalloc;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::modules::http::HttpModules;
@@ -25,7 +24,6 @@ struct Bare {
     modules: bool,
 }
 
-#[async_trait]
 impl ProxyHttp for Bare {
     type CTX = ();
     fn new_ctx(&self) {}

@@ -79,7 +79,7 @@ def main():
         R.redis_cmd(rp, "CONFIG", "RESETSTAT")
     rec = None
     if a.perf:
-        rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-g", "-o", a.perf,
+        rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-o", a.perf,
                                 "-p", str(proxy.pid)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         time.sleep(0.5)  # perf attaches before the timed run starts

@@ -408,6 +408,9 @@ pub struct Sample {
     /// Time from the first to the last chunk (the decode phase) for streams, else the
     /// upstream time.
     pub generation: Duration,
+    /// When the request ended, so the second it is counted in needs no clock read
+    /// (`None`: now).
+    pub at: Option<Instant>,
 }
 
 /// Rolling per-second statistics of the active local backend.
@@ -439,7 +442,10 @@ impl InferenceStats {
 
     /// Records one request.
     pub fn record(&self, s: Sample) {
-        let sec = self.now_sec();
+        let sec = s.at.map_or_else(
+            || self.now_sec(),
+            |at| at.saturating_duration_since(self.started).as_secs(),
+        );
         {
             let mut b = self.buckets.lock();
             let slot = &mut b[(sec % STATS_WINDOW_SECS) as usize];

@@ -149,6 +149,7 @@ impl Gateway {
                 completion_tokens: usage.map_or(0, |u| u.completion_tokens),
                 prompt_tokens: usage.map_or(0, |u| u.prompt_tokens),
                 generation,
+                at: Some(end),
             });
         }
         ttft

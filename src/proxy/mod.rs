@@ -41,7 +41,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use pingora_core::modules::http::HttpModules;
@@ -98,7 +97,6 @@ impl Gateway {
     }
 }
 
-#[async_trait]
 impl ProxyHttp for Gateway {
     // Boxed: the context is about 1.6 KB, and Pingora moves it by value into each
     // request's futures (a memcpy per move); a box moves as one pointer.
