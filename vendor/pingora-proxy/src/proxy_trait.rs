@@ -45,6 +45,8 @@ pub enum ProxyWarnLogContext {
 /// particular stage (if applicable).
 ///
 /// If any of the filters returns [Result::Err], the request will fail, and the error will be logged.
+// Switchyard patch (see vendor/PATCHES.md): the async hooks return `impl Future + Send`
+// instead of an `async_trait` box.
 pub trait ProxyHttp {
     /// The per request object to share state across the different filters
     type CTX;
