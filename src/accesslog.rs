@@ -242,31 +242,6 @@ impl AccessLine<'_> {
     }
 }
 
-/// Whether `b` holds a byte serde_json escapes: a control character (below 0x20), `"` or
-/// `\\`. Eight bytes per step, with the classic has-zero-byte and has-less-than-byte word
-/// tricks; the tail byte by byte.
-fn needs_escape(b: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let mut words = b.chunks_exact(8);
-    for w in &mut words {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(w);
-        let x = u64::from_le_bytes(a);
-        // A byte below 0x20, one equal to '"', one equal to '\\' (each exact as a test of
-        // whether there is any: a borrow can only mark bytes above a true one).
-        let low = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
-        if low | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\'))) != 0 {
-            return true;
-        }
-    }
-    words
-        .remainder()
-        .iter()
-        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
-}
-
 /// A duration in milliseconds with three decimals (microsecond precision), e.g. `1.042`.
 fn json_ms(out: &mut Vec<u8>, d: Duration) {
     let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
@@ -286,9 +261,10 @@ pub const MAX_ECHO: usize = 512;
 /// A JSON string literal. Client-supplied text (path, model, request id) may hold quotes,
 /// backslashes or control characters; serde_json's escaper writes straight into `out`.
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    // Most fields (ids, methods, model and provider names, labels) need no escape: told
-    // eight bytes at a time, and then copied whole.
-    if !needs_escape(s.as_bytes()) {
+    // Most fields (ids, methods, model and provider names, labels) need no escape: one
+    // pass tells (the bytes serde_json escapes), and they are copied whole.
+    let escape = s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+    if !escape {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -367,7 +343,7 @@ mod tests {
             .filter_map(char::from_u32);
         for c in chars {
             let mut cases = vec![c.to_string(), format!("{c}{c}x")];
-            // At every place in an eight-byte word and in the tail.
+            // At the start, inside and at the end of longer text.
             for at in 0..20 {
                 cases.push(format!("{}{c}{}", "a".repeat(at), "é".repeat(5)));
             }

@@ -13,23 +13,19 @@ use super::translate;
 
 /// Taps one body chunk (`None` with `end_of_stream`: the end of the body).
 pub(super) fn on_body(body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut Ctx) {
-    // A whole answer comes as one chunk with the end: its first and last chunk are one
-    // instant, read once.
-    let mut now = None;
-    let mut stamp = || *now.get_or_insert_with(Instant::now);
     if translate::on_body(body, end_of_stream, ctx) {
         // Translated for the client: its usage comes from the translator, and the
         // flight's followers get what the client got.
         if let Some(b) = body.as_ref().filter(|b| !b.is_empty()) {
             if ctx.time.first_chunk.is_none() {
-                ctx.time.first_chunk = Some(stamp());
+                ctx.time.first_chunk = Some(Instant::now());
             }
             if let Some(f) = &ctx.cache.flight {
                 f.push(b);
             }
         }
         if end_of_stream {
-            ctx.time.last_chunk = Some(stamp());
+            ctx.time.last_chunk = Some(Instant::now());
             ctx.tap.complete = true;
         }
         return;
@@ -37,7 +33,7 @@ pub(super) fn on_body(body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut C
     let tap = &mut ctx.tap;
     if let Some(b) = body.as_ref() {
         if ctx.time.first_chunk.is_none() && !b.is_empty() {
-            ctx.time.first_chunk = Some(stamp());
+            ctx.time.first_chunk = Some(Instant::now());
             // A native Anthropic stream reports its input side only in `message_start`,
             // at the start; the end of the stream has the output side.
             if tap.scan && ctx.req.stream && ctx.endpoint.is_some_and(|e| e.is_anthropic()) {
@@ -68,7 +64,7 @@ pub(super) fn on_body(body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut C
         *body = (!out.is_empty()).then_some(out);
     }
     if end_of_stream {
-        ctx.time.last_chunk = Some(stamp());
+        ctx.time.last_chunk = Some(Instant::now());
         tap.complete = true;
     }
 }
