@@ -7,6 +7,7 @@ statistics, for one build under one wrk load.
   loadtest/cpu_split.py pass  [--binary B] [--conns 32]     # Switchyard passthrough
   loadtest/cpu_split.py chain [--binary B] [--redis 'write_window = "0ms"']
   loadtest/cpu_split.py pass  --perf /tmp/pass.data         # and a CPU-time profile of the proxy
+  loadtest/cpu_split.py chain --threads                     # and the proxy's CPU per thread
 
 `--perf` samples the proxy with `perf record -e cpu-clock` (a software clock, so it works
 where the CPU's counters are not available) through the timed run, user and kernel
@@ -43,6 +44,19 @@ def ticks(pid):
     return int(f[11]), int(f[12]), int(f[7]), vol, invol
 
 
+def thread_ticks(pid):
+    """{(thread id, name): (user ticks, system ticks)} for each of the process's threads."""
+    out = {}
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = open(f"/proc/{pid}/task/{t}/comm").read().strip()
+            f = open(f"/proc/{pid}/task/{t}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[(t, name)] = (int(f[11]), int(f[12]))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["nginx", "pass", "chain"])
@@ -51,6 +65,7 @@ def main():
     ap.add_argument("--secs", type=int, default=6)
     ap.add_argument("--redis", default="", help="extra [redis] lines for the chain")
     ap.add_argument("--perf", help="record a cpu-clock profile of the proxy into this file")
+    ap.add_argument("--threads", action="store_true", help="the proxy's CPU per thread too")
     a = ap.parse_args()
     R.ensure_tools()
     up = R.free_port()
@@ -84,9 +99,11 @@ def main():
                                stderr=subprocess.DEVNULL)
         time.sleep(0.5)  # perf attaches before the timed run starts
     before = {k: ticks(p) for k, p in procs.items()}
+    tb = thread_ticks(proxy.pid) if a.threads else {}
     out = subprocess.run(wrk[:3] + [f"-d{a.secs}s"] + wrk[3:], env=env, capture_output=True,
                          text=True).stdout
     after = {k: ticks(p) for k, p in procs.items()}
+    ta = thread_ticks(proxy.pid) if a.threads else {}
     if rec:
         rec.send_signal(2)
         rec.wait()
@@ -100,6 +117,11 @@ def main():
         print(f"  {k:9s} user {u:5.1f}  sys {s:5.1f}  µs per request;"
               f" per request {d[0]:.3f} page faults, {d[1]:.3f} + {d[2]:.3f} context switches"
               f" (voluntary + not)")
+    for t in sorted(ta):
+        u = (ta[t][0] - tb.get(t, (0, 0))[0]) * 1e6 / R.TICK / n
+        s = (ta[t][1] - tb.get(t, (0, 0))[1]) * 1e6 / R.TICK / n
+        if u + s > 0:
+            print(f"    thread {t[1]:16s} user {u:5.1f}  sys {s:5.1f}  µs per request")
     if pr:
         for line in R.redis_cmd(rp, "INFO", "commandstats").splitlines():
             m = re.match(r"cmdstat_([^:]+):calls=(\d+),usec=(\d+)", line)
