@@ -6,6 +6,7 @@
   loadtest/callgrind.py pass --callers memcpy             # who calls a function, by cost
   loadtest/callgrind.py nginx                             # nginx proxy_pass, for reference
   loadtest/callgrind.py bare                              # the bare Pingora example
+  loadtest/callgrind.py pass --conns 128 --cache-sim      # cache misses with 128 requests in flight
 
 The proxy runs under valgrind's callgrind in front of nginx `return 200`; after a
 warm-up its counters are zeroed, wrk sends requests for a few seconds at 4 connections,
@@ -30,14 +31,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as R  # noqa: E402
 
 
-def parse(path):
+def parse(path, event=None):
     """Total cost; self cost per function name; inclusive cost and call count of each
-    caller → callee edge."""
+    caller → callee edge. The cost is the first event (instructions) unless `event`
+    names another (with `--cache-sim`: `DLmr`, `DLmw`, ...)."""
     names, self_cost, edges = {}, collections.Counter(), collections.Counter()
     counts = collections.Counter()
     fn = cfn = None
     after_calls = False
     total = None
+    col = 0
 
     def name(spec):
         m = re.match(r"\((\d+)\)(?: (.*))?", spec)
@@ -49,7 +52,9 @@ def parse(path):
 
     for line in open(path, errors="replace"):
         line = line.rstrip("\n")
-        if line.startswith("fn="):
+        if line.startswith("events:") and event:
+            col = line.split()[1:].index(event)
+        elif line.startswith("fn="):
             fn = name(line[3:])
         elif line.startswith("cfn="):
             cfn = name(line[4:])
@@ -57,10 +62,10 @@ def parse(path):
             after_calls = True
             counts[(fn, cfn)] += int(line[6:].split()[0])
         elif line.startswith("totals:") or line.startswith("summary:"):
-            total = int(line.split()[1])
+            total = int(line.split()[1 + col])
         elif line and (line[0].isdigit() or line[0] in "+-*"):
             parts = line.split()
-            cost = int(parts[1]) if len(parts) > 1 else 0
+            cost = int(parts[1 + col]) if len(parts) > 1 + col else 0
             if after_calls:
                 edges[(fn, cfn)] += cost
                 after_calls = False
@@ -77,6 +82,11 @@ def main():
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--callers", help="list the callers of functions whose name contains this")
     ap.add_argument("--out", help="keep the callgrind output here")
+    ap.add_argument("--event", help="rank by this event instead of instructions (with --cache-sim:"
+                    " DLmr, DLmw: misses in the simulated 1 MiB last level)")
+    ap.add_argument("--conns", type=int, default=4, help="wrk's connections (requests in flight)")
+    ap.add_argument("--cache-sim", action="store_true",
+                    help="simulate the caches too: misses per request in the first and last level")
     a = ap.parse_args()
     R.ensure_tools()
     if subprocess.run(["which", "valgrind"], capture_output=True).returncode != 0:
@@ -95,6 +105,8 @@ def main():
         extra = R.tenant_config(rp) + "\n[cache]\nenabled = true\n"
         script = "chain.lua"
     wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    if a.cache_sim:
+        wrap += ["--cache-sim=yes", "--LL=1048576,16,64"]  # the last level as this CPU's L2
     if a.mode == "nginx":
         proxy = R.nginx_proxy(port, up, wrap=wrap)
     elif a.mode == "bare":
@@ -104,7 +116,7 @@ def main():
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     env = dict(os.environ, KEY=key or "")
     lua = os.path.join(os.path.dirname(os.path.abspath(__file__)), script)
-    wrk = ["wrk", "-t1", "-c4", "-s", lua, url]
+    wrk = ["wrk", "-t1", f"-c{a.conns}", "-s", lua, url]
     subprocess.run(wrk[:3] + ["-d3s"] + wrk[3:], env=env, capture_output=True)
     subprocess.run(["callgrind_control", "-z", str(proxy.pid)], check=True, capture_output=True)
     res = subprocess.run(wrk[:3] + [f"-d{a.secs}s"] + wrk[3:], env=env, capture_output=True,
@@ -116,6 +128,18 @@ def main():
     last = os.path.join(os.path.dirname(out) or ".", dumps[-1])
     total, self_cost, edges, counts = parse(last)
     print(f"{a.mode}: {n} requests, {total / n / 1000:.1f}k instructions per request ({last})")
+    if a.event:
+        total, self_cost, edges, counts = parse(last, a.event)
+        print(f"ranked by {a.event}: {total / n:.0f} per request")
+    if a.cache_sim:
+        events = totals = None
+        for line in open(last, errors="replace"):
+            if line.startswith("events:"):
+                events = line.split()[1:]
+            elif line.startswith("totals:") or line.startswith("summary:"):
+                totals = [int(x) for x in line.split()[1:]]
+        if events and totals:
+            print("  per request: " + ", ".join(f"{e} {t / n:.0f}" for e, t in zip(events, totals)))
     if a.callers:
         rows = collections.Counter()
         for (caller, callee), c in edges.items():
