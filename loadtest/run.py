@@ -134,6 +134,14 @@ def nginx_proxy(port, up, wrap=()):
     return p
 
 
+BINARY = None
+
+
+def sy_bin():
+    """The Switchyard binary measured: `--binary`, or the release build."""
+    return BINARY or os.path.join(TARGET, "release", "switchyard")
+
+
 def switchyard(port, admin, up, extra="", key=None, binary=None, wrap=()):
     cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     cfg.write(f"""[server]
@@ -154,7 +162,7 @@ access = {str(os.environ.get("SY_ACCESS_LOG", "true")).lower()}
 {extra}
 """)
     cfg.close()
-    p = start([*wrap, binary or os.path.join(TARGET, "release", "switchyard"), "--config", cfg.name])
+    p = start([*wrap, binary or sy_bin(), "--config", cfg.name])
     wait_http(f"http://127.0.0.1:{admin}/health")
     end = time.time() + 20
     while time.time() < end:
@@ -421,7 +429,7 @@ access = {str(os.environ.get("SY_ACCESS_LOG", "true")).lower()}
 {extra}
 """)
     cfg.close()
-    p = start([os.path.join(TARGET, "release", "switchyard"), "--config", cfg.name])
+    p = start([sy_bin(), "--config", cfg.name])
     wait_http(f"http://127.0.0.1:{gwa}/health")
     end = time.time() + 20
     while time.time() < end:
@@ -543,7 +551,11 @@ def main():
     ap.add_argument("--out", help="also write the Markdown report here")
     ap.add_argument("--baseline", help="another switchyard binary (an earlier build) measured side by side "
                                        "as 'baseline' in the chat and stream parts")
+    ap.add_argument("--binary", help="the switchyard binary measured (default: the release build), "
+                                     "for example the profile-guided one from loadtest/pgo.py")
     a = ap.parse_args()
+    global BINARY
+    BINARY = a.binary
     if a.quick:
         a.duration, a.rounds, a.streams = 3, 1, ""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
