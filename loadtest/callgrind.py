@@ -33,14 +33,15 @@ import run as R  # noqa: E402
 
 def parse(path, event=None):
     """Total cost; self cost per function name; inclusive cost and call count of each
-    caller → callee edge. The cost is the first event (instructions) unless `event`
-    names another (with `--cache-sim`: `DLmr`, `DLmw`, ...)."""
+    caller → callee edge; the totals of every event recorded. The cost is the first
+    event (instructions) unless `event` names another (with `--cache-sim`: `DLmr`, ...)."""
     names, self_cost, edges = {}, collections.Counter(), collections.Counter()
     counts = collections.Counter()
     fn = cfn = None
     after_calls = False
     total = None
     col = 0
+    events, totals = ["Ir"], []
 
     def name(spec):
         m = re.match(r"\((\d+)\)(?: (.*))?", spec)
@@ -52,8 +53,9 @@ def parse(path, event=None):
 
     for line in open(path, errors="replace"):
         line = line.rstrip("\n")
-        if line.startswith("events:") and event:
-            col = line.split()[1:].index(event)
+        if line.startswith("events:"):
+            events = line.split()[1:]
+            col = events.index(event) if event else 0
         elif line.startswith("fn="):
             fn = name(line[3:])
         elif line.startswith("cfn="):
@@ -62,7 +64,8 @@ def parse(path, event=None):
             after_calls = True
             counts[(fn, cfn)] += int(line[6:].split()[0])
         elif line.startswith("totals:") or line.startswith("summary:"):
-            total = int(line.split()[1 + col])
+            totals = [int(x) for x in line.split()[1:]]
+            total = totals[col]
         elif line and (line[0].isdigit() or line[0] in "+-*"):
             parts = line.split()
             cost = int(parts[1 + col]) if len(parts) > 1 + col else 0
@@ -71,7 +74,7 @@ def parse(path, event=None):
                 after_calls = False
             else:
                 self_cost[fn] += cost
-    return total or sum(self_cost.values()), self_cost, edges, counts
+    return total or sum(self_cost.values()), self_cost, edges, counts, dict(zip(events, totals))
 
 
 def main():
@@ -126,20 +129,13 @@ def main():
     dumps = sorted(p for p in os.listdir(os.path.dirname(out) or ".")
                    if p.startswith(os.path.basename(out)))
     last = os.path.join(os.path.dirname(out) or ".", dumps[-1])
-    total, self_cost, edges, counts = parse(last)
-    print(f"{a.mode}: {n} requests, {total / n / 1000:.1f}k instructions per request ({last})")
-    if a.event:
-        total, self_cost, edges, counts = parse(last, a.event)
-        print(f"ranked by {a.event}: {total / n:.0f} per request")
+    total, self_cost, edges, counts, summary = parse(last, a.event)
+    ir = summary.get("Ir", total)
+    print(f"{a.mode}: {n} requests, {ir / n / 1000:.1f}k instructions per request ({last})")
     if a.cache_sim:
-        events = totals = None
-        for line in open(last, errors="replace"):
-            if line.startswith("events:"):
-                events = line.split()[1:]
-            elif line.startswith("totals:") or line.startswith("summary:"):
-                totals = [int(x) for x in line.split()[1:]]
-        if events and totals:
-            print("  per request: " + ", ".join(f"{e} {t / n:.0f}" for e, t in zip(events, totals)))
+        print("  per request: " + ", ".join(f"{e} {t / n:.0f}" for e, t in summary.items()))
+    if a.event:
+        print(f"ranked by {a.event}: {total / n:.0f} per request")
     if a.callers:
         rows = collections.Counter()
         for (caller, callee), c in edges.items():
